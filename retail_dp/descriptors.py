@@ -1,0 +1,235 @@
+"""Data product descriptors: one YAML per data product in `data_products/`.
+
+They play the part of DataOS's data product spec. The code location reads them to put owners,
+tags, descriptions and groups on the assets, and the quality checks read their SLO targets.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+IDENTIFIER = r"^[a-z][a-z0-9_]*$"
+# Dagster tag values: letters, digits, '-', '_', '.'; at most 63 characters.
+TAG_VALUE = r"^[A-Za-z0-9_.-]{1,63}$"
+
+
+class DescriptorError(ValueError):
+    """A descriptor file is missing, unreadable or breaks the schema."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Person(Strict):
+    name: str
+    email: Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
+    role: str | None = None
+
+
+class Tags(Strict):
+    domain: Annotated[str, Field(pattern=TAG_VALUE)]
+    use_case: Annotated[str, Field(pattern=TAG_VALUE)]
+    tier: Annotated[str, Field(pattern=TAG_VALUE)]
+
+
+class UseCase(Strict):
+    name: str
+    description: str
+
+
+class Metric(Strict):
+    name: Annotated[str, Field(pattern=IDENTIFIER)]
+    label: str
+    definition: str
+    unit: str | None = None
+
+
+class SloCategory(StrEnum):
+    completeness = "completeness"
+    uniqueness = "uniqueness"
+    freshness = "freshness"
+    validity = "validity"
+    schema = "schema"
+    accuracy = "accuracy"
+
+
+REQUIRED_SLOS = {
+    SloCategory.completeness,
+    SloCategory.uniqueness,
+    SloCategory.freshness,
+    SloCategory.validity,
+    SloCategory.schema,
+}
+
+
+class Slo(Strict):
+    """A numeric objective. `comparison` says how a measured value meets `target`."""
+
+    objective: str
+    target: float
+    comparison: Literal[">=", "<="]
+    unit: Literal["ratio", "hours"]
+    severity: Literal["ERROR", "WARN"] = "ERROR"
+    blocking: bool = True
+
+    @model_validator(mode="after")
+    def _check_target(self) -> Slo:
+        if self.unit == "ratio" and not 0.0 <= self.target <= 1.0:
+            raise ValueError(f"a ratio target must lie in [0, 1], got {self.target}")
+        if self.unit == "hours" and self.target <= 0:
+            raise ValueError(f"an hours target must be positive, got {self.target}")
+        if self.blocking and self.severity != "ERROR":
+            raise ValueError("only ERROR-severity SLOs can block downstream work")
+        return self
+
+    def met_by(self, measured: float) -> bool:
+        return measured >= self.target if self.comparison == ">=" else measured <= self.target
+
+
+class LandingInput(Strict):
+    """Where a source-aligned product's files land."""
+
+    location: str  # file stem or folder name inside the landing zone
+    formats: list[Literal["csv", "parquet"]]
+
+
+class ProductInput(Strict):
+    """A source-aligned data product that a consumer-aligned product reuses."""
+
+    data_product: Annotated[str, Field(pattern=IDENTIFIER)]
+
+
+class Output(Strict):
+    table: Annotated[str, Field(pattern=IDENTIFIER)]
+    description: str
+
+
+class Refresh(Strict):
+    cron: str
+    timezone: str = "UTC"
+
+    @field_validator("cron")
+    @classmethod
+    def _five_fields(cls, value: str) -> str:
+        if len(value.split()) != 5:
+            raise ValueError(f"expected a five-field cron expression, got {value!r}")
+        return value
+
+
+class DataProduct(Strict):
+    name: Annotated[str, Field(pattern=IDENTIFIER)]
+    title: str
+    version: Annotated[str, Field(pattern=r"^\d+\.\d+\.\d+$")]
+    domain: str
+    kind: Literal["source-aligned", "consumer-aligned"]
+    description: str
+    owner: Person
+    collaborators: list[Person] = []
+    tags: Tags
+    use_cases: Annotated[list[UseCase], Field(min_length=1)]
+    metrics: Annotated[list[Metric], Field(min_length=1)]
+    inputs: Annotated[list[LandingInput | ProductInput], Field(min_length=1)]
+    outputs: Annotated[list[Output], Field(min_length=1)]
+    slos: dict[SloCategory, Slo]
+    refresh: Refresh
+
+    @model_validator(mode="after")
+    def _check_shape(self) -> DataProduct:
+        missing = REQUIRED_SLOS - set(self.slos)
+        if missing:
+            raise ValueError(f"slos lacks {sorted(m.value for m in missing)}")
+        wanted = LandingInput if self.kind == "source-aligned" else ProductInput
+        wrong = [i for i in self.inputs if not isinstance(i, wanted)]
+        if wrong:
+            raise ValueError(f"a {self.kind} product takes inputs of the form {wanted.__name__}")
+        return self
+
+    @property
+    def dagster_tags(self) -> dict[str, str]:
+        return {
+            "domain": self.tags.domain,
+            "use_case": self.tags.use_case,
+            "tier": self.tags.tier,
+            "data_product": self.name,
+        }
+
+    @property
+    def owners(self) -> list[str]:
+        return [self.owner.email]
+
+    @property
+    def output_tables(self) -> list[str]:
+        return [o.table for o in self.outputs]
+
+
+def load_descriptor(path: Path) -> DataProduct:
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise DescriptorError(f"{path}: cannot read descriptor: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise DescriptorError(f"{path}: a descriptor must be a YAML mapping")
+    try:
+        return DataProduct.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"field '{'.'.join(str(p) for p in err['loc']) or '<root>'}': {err['msg']}"
+            + (f" (got {err['input']!r})" if not isinstance(err["input"], dict | list) else "")
+            for err in exc.errors()
+        )
+        raise DescriptorError(f"{path}: {problems}") from exc
+
+
+class Catalog(BaseModel):
+    """All data products declared in one folder, checked against each other."""
+
+    model_config = ConfigDict(frozen=True)
+
+    products: dict[str, DataProduct]
+
+    @classmethod
+    def load(cls, folder: Path) -> Catalog:
+        files = sorted(folder.glob("*.yaml"))
+        if not files:
+            raise DescriptorError(f"{folder}: no data product descriptors (*.yaml) found")
+        products: dict[str, DataProduct] = {}
+        for path in files:
+            product = load_descriptor(path)
+            if path.stem != product.name:
+                raise DescriptorError(
+                    f"{path}: field 'name' is {product.name!r} but the file is named {path.stem!r}"
+                )
+            products[product.name] = product
+        for product in products.values():
+            for item in product.inputs:
+                if isinstance(item, ProductInput) and item.data_product not in products:
+                    raise DescriptorError(
+                        f"{folder / (product.name + '.yaml')}: field 'inputs.data_product' names "
+                        f"{item.data_product!r}, which no descriptor declares"
+                    )
+        return cls(products=products)
+
+    @cached_property
+    def consumer(self) -> DataProduct:
+        consumers = [p for p in self.products.values() if p.kind == "consumer-aligned"]
+        if len(consumers) != 1:
+            raise DescriptorError(f"expected one consumer-aligned product, found {len(consumers)}")
+        return consumers[0]
+
+    def sources(self) -> list[DataProduct]:
+        return [p for p in self.products.values() if p.kind == "source-aligned"]
+
+    def __getitem__(self, name: str) -> DataProduct:
+        return self.products[name]
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
