@@ -1,0 +1,105 @@
+"""`retail-dp`: generate sample data, refresh the data product, prepare the dbt manifest."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+from retail_dp.resources import parse_as_of
+from retail_dp.settings import Settings
+
+
+def _date(value: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a YYYY-MM-DD date") from exc
+
+
+def _as_of(value: str) -> datetime:
+    try:
+        return parse_as_of(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _location_args(parser: argparse.ArgumentParser) -> None:
+    defaults = Settings()
+    parser.add_argument(
+        "--data-dir", type=Path, help=f"landing zone (default: {defaults.data_dir})"
+    )
+    parser.add_argument(
+        "--warehouse", type=Path, help=f"DuckDB file (default: {defaults.warehouse})"
+    )
+    parser.add_argument(
+        "--as-of",
+        type=_as_of,
+        help="reference time, ISO date or timestamp in UTC (default: the run's start)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="retail-dp", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    gen = sub.add_parser("generate", help="write a realistic sample landing zone")
+    gen.add_argument("--customers", type=int, default=2240)
+    gen.add_argument("--seed", type=int, default=42)
+    gen.add_argument(
+        "--end-date",
+        type=_date,
+        default=datetime.now(UTC).date() - timedelta(days=1),
+        help="last day the purchases cover (default: yesterday, UTC)",
+    )
+    gen.add_argument("--out", type=Path, default=Settings().data_dir)
+    gen.add_argument("--format", choices=["csv", "parquet"], default="csv")
+    gen.add_argument(
+        "--defect-rate", type=float, default=0.003, help="planted defects per row, per kind"
+    )
+
+    run = sub.add_parser("run", help="materialize every asset and run every check")
+    _location_args(run)
+
+    sub.add_parser("prepare", help="parse the dbt project so the code location can load")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "generate":
+        from retail_dp.generator.landing import GenerateRequest, generate
+
+        manifest = generate(
+            GenerateRequest(
+                customers=args.customers,
+                seed=args.seed,
+                end_date=args.end_date,
+                out=args.out,
+                format=args.format,
+                defect_rate=args.defect_rate,
+            )
+        )
+        print(f"wrote {args.out}: " + json.dumps(manifest["rows"]))
+        print("planted defects: " + json.dumps(manifest["defects"]))
+        return 0
+    if args.command == "prepare":
+        from retail_dp.transform.assets import dbt_project
+
+        project = dbt_project(Settings().dbt_project_dir)
+        print(f"dbt manifest ready: {project.manifest_path}")
+        return 0
+    if args.command == "run":
+        from retail_dp.runner import format_report, run_refresh
+
+        settings = Settings.from_env(data_dir=args.data_dir, warehouse=args.warehouse)
+        report = run_refresh(settings, as_of=args.as_of)
+        print(format_report(report))
+        return 0 if report.ok else 1
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

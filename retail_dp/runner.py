@@ -1,0 +1,149 @@
+"""Run the refresh job in-process, recorded in a Dagster instance, and summarise it."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+
+from retail_dp.definitions import REFRESH_JOB, build_definitions
+from retail_dp.settings import Settings
+
+LAYER_SCHEMAS = ("sources", "reference", "staging", "marts")
+
+
+@dataclass
+class CheckOutcome:
+    asset: str
+    check: str
+    passed: bool
+    severity: str
+
+
+@dataclass
+class RunReport:
+    run_id: str
+    success: bool
+    as_of: datetime
+    seconds: float
+    warehouse: Path
+    dagster_home: Path
+    materialized: list[str]
+    checks: list[CheckOutcome]
+    table_rows: dict[str, int] = field(default_factory=dict)
+    quarantine: list[tuple[str, str, str, int]] = field(default_factory=list)
+    failure: str | None = None
+
+    @property
+    def failed_error_checks(self) -> list[CheckOutcome]:
+        return [c for c in self.checks if not c.passed and c.severity == "ERROR"]
+
+    @property
+    def ok(self) -> bool:
+        return self.success and not self.failed_error_checks
+
+
+def instance_for(home: Path) -> dg.DagsterInstance:
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists():
+        config.write_text("telemetry:\n  enabled: false\n")
+    return dg.DagsterInstance.from_config(str(home))
+
+
+def run_refresh(
+    settings: Settings, as_of: datetime | None = None, instance: dg.DagsterInstance | None = None
+) -> RunReport:
+    started = time.perf_counter()
+    as_of = as_of or datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+    settings.warehouse.parent.mkdir(parents=True, exist_ok=True)
+    defs = build_definitions(settings)
+    job = defs.resolve_job_def(REFRESH_JOB)
+    instance = instance or instance_for(settings.dagster_home)
+    result = job.execute_in_process(
+        instance=instance,
+        run_config={"resources": {"reference_time": {"config": {"as_of": as_of.isoformat()}}}},
+        raise_on_error=False,
+        tags={"retail_dp/as_of": as_of.isoformat(sep=" ")},
+    )
+    failure = None
+    if not result.success:
+        failures = [e for e in result.all_events if e.is_step_failure]
+        failure = "; ".join(
+            f"{e.step_key}: {e.step_failure_data.error.message.strip()}"
+            for e in failures
+            if e.step_failure_data and e.step_failure_data.error
+        ) or "the run failed"
+    report = RunReport(
+        run_id=result.run_id,
+        success=result.success,
+        as_of=as_of,
+        seconds=time.perf_counter() - started,
+        warehouse=settings.warehouse,
+        dagster_home=Path(instance.root_directory) if instance.root_directory else None,
+        materialized=sorted(
+            {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+        ),
+        checks=[
+            CheckOutcome(
+                asset=e.asset_key.to_user_string(),
+                check=e.check_name,
+                passed=e.passed,
+                severity=e.severity.value,
+            )
+            for e in result.get_asset_check_evaluations()
+        ],
+        failure=failure,
+    )
+    if settings.warehouse.exists():
+        _read_warehouse(report)
+    return report
+
+
+def _read_warehouse(report: RunReport) -> None:
+    with duckdb.connect(str(report.warehouse), read_only=True) as con:
+        tables = con.execute(
+            "SELECT table_schema, table_name FROM information_schema.tables "
+            "WHERE table_schema IN (SELECT unnest(?)) ORDER BY 1, 2",
+            [list(LAYER_SCHEMAS)],
+        ).fetchall()
+        for schema, name in tables:
+            rows = con.execute(f'SELECT count(*) FROM "{schema}"."{name}"').fetchall()[0][0]
+            report.table_rows[f"{schema}.{name}"] = rows
+        if ("sources", "quarantine") in tables:
+            report.quarantine = con.execute(
+                "SELECT source, reason, field, count(*) FROM sources.quarantine "
+                "GROUP BY ALL ORDER BY 1, 2, 3"
+            ).fetchall()
+
+
+def format_report(report: RunReport) -> str:
+    status = "SUCCESS" if report.ok else "FAILED"
+    lines = [
+        f"retail_dp refresh {status}  run {report.run_id}",
+        f"  as_of {report.as_of.isoformat(sep=' ')} UTC, took {report.seconds:.1f} s",
+    ]
+    if report.failure:
+        lines.append(f"  failure: {report.failure}")
+    lines.append(f"\nAssets materialized: {len(report.materialized)}")
+    lines += [f"  {a}" for a in report.materialized]
+    lines.append("\nRows per table:")
+    width = max((len(t) for t in report.table_rows), default=10)
+    lines += [f"  {t:<{width}}  {n:>10,}" for t, n in report.table_rows.items()]
+    total_q = sum(n for *_, n in report.quarantine)
+    lines.append(f"\nRows quarantined: {total_q:,} (sources.quarantine)")
+    lines += [f"  {s:<14} {r:<18} {f:<14} {n:>8,}" for s, r, f, n in report.quarantine]
+    passed = sum(c.passed for c in report.checks)
+    failed = [c for c in report.checks if not c.passed]
+    lines.append(f"\nChecks: {passed} passed, {len(failed)} failed")
+    lines += [f"  FAILED [{c.severity}] {c.asset} :: {c.check}" for c in failed]
+    lines += [
+        f"\nWarehouse: {report.warehouse}",
+        f"Dagster instance: {report.dagster_home}",
+        "Open the UI: make dev, then http://127.0.0.1:3000 (lineage, checks and this run)",
+    ]
+    return "\n".join(lines)

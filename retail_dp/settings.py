@@ -1,0 +1,32 @@
+"""Where things live: one validated configuration, loaded in one place."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    data_dir: Path = PROJECT_ROOT / "data" / "landing"
+    warehouse: Path = PROJECT_ROOT / "data" / "warehouse" / "retail_dp.duckdb"
+    descriptors_dir: Path = PROJECT_ROOT / "data_products"
+    dbt_project_dir: Path = PROJECT_ROOT / "dbt_project"
+    dagster_home: Path = PROJECT_ROOT / "dagster_home"
+
+    @classmethod
+    def from_env(cls, **overrides: Path | str | None) -> Settings:
+        """Defaults, then RETAIL_DP_* / DAGSTER_HOME from the environment, then overrides."""
+        env = {
+            "data_dir": os.environ.get("RETAIL_DP_DATA_DIR"),
+            "warehouse": os.environ.get("RETAIL_DP_WAREHOUSE"),
+            "descriptors_dir": os.environ.get("RETAIL_DP_DESCRIPTORS_DIR"),
+            "dagster_home": os.environ.get("DAGSTER_HOME"),
+        }
+        values = {k: v for k, v in {**env, **overrides}.items() if v is not None}
+        return cls(**{k: Path(v).expanduser().resolve() for k, v in values.items()})

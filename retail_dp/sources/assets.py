@@ -1,0 +1,88 @@
+"""Source-aligned assets: customer_info, purchase and product, declared by their descriptors."""
+
+
+from pathlib import Path
+
+import dagster as dg
+import pandera.pandas as pa
+from dagster_duckdb import DuckDBResource
+
+from retail_dp.descriptors import Catalog, DataProduct, LandingInput
+from retail_dp.resources import LandingZone, ReferenceTime
+from retail_dp.sources.contracts import CONTRACTS, upstream_sources
+from retail_dp.sources.ingest import LoadResult, load_source
+
+
+def _table_schema(contract: pa.DataFrameSchema, result: LoadResult) -> dg.TableSchema:
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(
+                name=name,
+                type=result.columns[name],
+                constraints=dg.TableColumnConstraints(nullable=column.nullable),
+            )
+            for name, column in contract.columns.items()
+        ]
+    )
+
+
+def build_source_asset(product: DataProduct, contract: pa.DataFrameSchema) -> dg.AssetsDefinition:
+    landing = next(i for i in product.inputs if isinstance(i, LandingInput))
+
+    @dg.asset(
+        name=contract.name,
+        group_name=product.name,
+        owners=product.owners,
+        tags=product.dagster_tags,
+        description=product.description,
+        kinds={"duckdb"},
+        deps=[dg.AssetKey(s) for s in upstream_sources(contract)],
+        metadata={
+            "landing_location": landing.location,
+            "landing_formats": ", ".join(landing.formats),
+            "contract_key": contract.metadata["key"],
+            "warehouse_table": f"sources.{contract.name}",
+        },
+    )
+    def _source(
+        context: dg.AssetExecutionContext,
+        warehouse: DuckDBResource,
+        landing_zone: LandingZone,
+        reference_time: ReferenceTime,
+    ) -> dg.MaterializeResult:
+        as_of = reference_time.resolve(context)
+        with warehouse.get_connection() as con:
+            result = load_source(
+                con, contract, Path(landing_zone.data_dir), landing.location, as_of, context.run_id
+            )
+        if not result.reconciles:
+            raise dg.Failure(
+                f"{contract.name}: read {result.rows_read} rows but accepted "
+                f"{result.rows_accepted} and quarantined {result.rows_quarantined}"
+            )
+        context.log.info(
+            f"{contract.name}: read {result.rows_read}, accepted {result.rows_accepted}, "
+            f"quarantined {result.rows_quarantined} {result.quarantined_by_reason}"
+        )
+        return dg.MaterializeResult(
+            metadata={
+                "as_of": as_of.isoformat(sep=" "),
+                "files": result.files,
+                "rows_read": result.rows_read,
+                "rows_accepted": result.rows_accepted,
+                "rows_quarantined": result.rows_quarantined,
+                "quarantined_by_reason": dg.MetadataValue.json(result.quarantined_by_reason),
+                "reconciles": result.reconciles,
+                "dagster/row_count": result.rows_accepted,
+                "dagster/column_schema": _table_schema(contract, result),
+            }
+        )
+
+    return _source
+
+
+def build_source_assets(catalog: Catalog) -> list[dg.AssetsDefinition]:
+    return [build_source_asset(catalog[name], contract) for name, contract in CONTRACTS.items()]
+
+
+__all__ = ["build_source_assets"]

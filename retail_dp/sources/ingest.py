@@ -1,0 +1,201 @@
+"""Load one source's landing files into the warehouse with DuckDB's own readers.
+
+Every row read ends up in exactly one place: the accepted table `sources.<name>` or
+`sources.quarantine` with its reason. The swap happens in one transaction, so a failed load
+leaves the previous accepted table and its quarantine rows as they were.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import duckdb
+import pandera.pandas as pa
+
+from retail_dp.sources.landing import check_file_columns, find_landing_files, reader_sql
+from retail_dp.sources.rules import Rule, duckdb_type, ident, literal, row_rules
+
+SCHEMA = "sources"
+QUARANTINE = f"{SCHEMA}.quarantine"
+QUARANTINE_DDL = f"""
+CREATE TABLE IF NOT EXISTS {QUARANTINE} (
+    source VARCHAR NOT NULL,
+    source_file VARCHAR NOT NULL,
+    source_row BIGINT NOT NULL,
+    reason VARCHAR NOT NULL,
+    field VARCHAR,
+    detail VARCHAR,
+    record JSON NOT NULL,
+    as_of TIMESTAMP NOT NULL,
+    run_id VARCHAR,
+    quarantined_at TIMESTAMP NOT NULL
+)"""
+
+
+@dataclass
+class LoadResult:
+    source: str
+    files: list[str]
+    rows_read: int
+    rows_accepted: int
+    rows_quarantined: int
+    quarantined_by_reason: dict[str, int] = field(default_factory=dict)
+    columns: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def reconciles(self) -> bool:
+        return self.rows_read == self.rows_accepted + self.rows_quarantined
+
+
+def table(source: str) -> str:
+    return f"{SCHEMA}.{ident(source)}"
+
+
+def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
+    con.execute(QUARANTINE_DDL)
+
+
+def _cross_table_rules(schema: pa.DataFrameSchema) -> tuple[list[str], list[Rule]]:
+    """Joins to accepted upstream tables, and the rules that use them."""
+    joins: list[str] = []
+    rules: list[Rule] = []
+    for i, (column, (source, ref_col)) in enumerate(
+        schema.metadata.get("references", {}).items()
+    ):
+        alias = f"ref{i}"
+        joins.append(
+            f"LEFT JOIN {table(source)} {alias} ON {alias}.{ident(ref_col)} = r.{ident(column)}"
+        )
+        rules.append(
+            Rule(
+                "orphan_reference",
+                column,
+                f"{alias}.{ident(ref_col)} IS NULL",
+                f"'{column}=' || r.{ident(column)} || ' does not exist in {source}.{ref_col}'",
+            )
+        )
+    ceiling = schema.metadata.get("price_ceiling")
+    if ceiling:
+        source, join_col, ref_key, ref_price = ceiling["reference"]
+        col, ratio = ceiling["column"], ceiling["ratio"]
+        alias = "ceiling"
+        joins.append(
+            f"LEFT JOIN {table(source)} {alias} "
+            f"ON {alias}.{ident(ref_key)} = r.{ident(join_col)}"
+        )
+        typed = f"TRY_CAST(r.{ident(col)} AS DOUBLE)"
+        rules.append(
+            Rule(
+                "out_of_range",
+                col,
+                f"{typed} > {literal(ratio)} * {alias}.{ident(ref_price)}",
+                f"'{col}=' || {typed}::VARCHAR || ' is more than {ratio}x the list price '"
+                f" || {alias}.{ident(ref_price)}::VARCHAR",
+            )
+        )
+    return joins, rules
+
+
+def load_source(
+    con: duckdb.DuckDBPyConnection,
+    schema: pa.DataFrameSchema,
+    data_dir: Path,
+    location: str,
+    as_of: datetime,
+    run_id: str | None = None,
+) -> LoadResult:
+    """Validate and load one source; returns the reconciliation figures."""
+    source = schema.name
+    files = find_landing_files(data_dir, location, source)
+    for path in files.all:
+        check_file_columns(con, path, schema)
+    ensure_schema(con)
+    columns = list(schema.columns)
+    key, newest_by = schema.metadata["key"], schema.metadata["newest_by"]
+    as_of_sql = f"TIMESTAMP '{as_of.isoformat(sep=' ', timespec='seconds')}'"
+    joins, cross_rules = _cross_table_rules(schema)
+    rules = row_rules(schema, "r", as_of_sql) + cross_rules
+    reason = "CASE " + " ".join(f"WHEN {r.condition} THEN '{r.reason}'" for r in rules) + " END"
+    field = "CASE " + " ".join(f"WHEN {r.condition} THEN '{r.field}'" for r in rules) + " END"
+    detail = "CASE " + " ".join(f"WHEN {r.condition} THEN {r.detail}" for r in rules) + " END"
+    typed = ", ".join(
+        f"TRY_CAST(r.{ident(c)} AS {duckdb_type(schema.columns[c])}) AS {ident(c)}"
+        for c in columns
+    )
+    raw_cols = ", ".join(f"r.{ident(c)}" for c in columns)
+
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE _raw AS "
+        f"SELECT row_number() OVER () AS _row, * FROM ({reader_sql(files, columns)})"
+    )
+    rows_read = con.execute("SELECT count(*) FROM _raw").fetchall()[0][0]
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE _checked AS
+        WITH judged AS (
+            SELECT r._row, r._file, {typed}, {reason} AS _reason, {field} AS _field, {detail} AS _detail
+            FROM _raw r {' '.join(joins)}
+        ),
+        ranked AS (
+            SELECT *, row_number() OVER (
+                PARTITION BY CASE WHEN _reason IS NULL THEN {ident(key)} END
+                ORDER BY {ident(newest_by)} DESC, _file DESC, _row DESC
+            ) AS _rank
+            FROM judged
+        )
+        SELECT * REPLACE (
+            CASE WHEN _reason IS NULL AND _rank > 1 THEN 'duplicate_key' ELSE _reason END
+                AS _reason,
+            CASE WHEN _reason IS NULL AND _rank > 1 THEN '{key}' ELSE _field END AS _field,
+            CASE WHEN _reason IS NULL AND _rank > 1
+                 THEN '{key}=' || {ident(key)} || ' has a newer row by {newest_by}'
+                 ELSE _detail END AS _detail
+        )
+        FROM ranked"""
+    )
+    select_cols = ", ".join(ident(c) for c in columns)
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute(
+            f"CREATE OR REPLACE TABLE {table(source)} AS SELECT {select_cols} "
+            f"FROM _checked WHERE _reason IS NULL ORDER BY _row"
+        )
+        con.execute(f"DELETE FROM {QUARANTINE} WHERE source = ?", [source])
+        con.execute(
+            f"""INSERT INTO {QUARANTINE}
+            SELECT ?, c._file, c._row, c._reason, c._field, c._detail,
+                   to_json(struct_pack({raw_cols})), ?, ?, now()::TIMESTAMP
+            FROM _checked c JOIN _raw r USING (_row)
+            WHERE c._reason IS NOT NULL ORDER BY c._row""",
+            [source, as_of, run_id],
+        )
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+    finally:
+        con.execute("DROP TABLE IF EXISTS _raw")
+        con.execute("DROP TABLE IF EXISTS _checked")
+    return _result(con, source, files, columns, schema, rows_read)
+
+
+def _result(con, source, files, columns, schema, rows_read: int) -> LoadResult:
+    accepted = con.execute(f"SELECT count(*) FROM {table(source)}").fetchall()[0][0]
+    by_reason = dict(
+        con.execute(
+            f"SELECT reason, count(*) FROM {QUARANTINE} WHERE source = ? GROUP BY 1 ORDER BY 1",
+            [source],
+        ).fetchall()
+    )
+    quarantined = sum(by_reason.values())
+    return LoadResult(
+        source=source,
+        files=[str(p) for p in files.all],
+        rows_read=rows_read,
+        rows_accepted=accepted,
+        rows_quarantined=quarantined,
+        quarantined_by_reason=by_reason,
+        columns={c: duckdb_type(schema.columns[c]) for c in columns},
+    )

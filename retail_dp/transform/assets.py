@@ -1,0 +1,111 @@
+"""The consumer-aligned layer: dbt models (staging and marts) as Dagster assets.
+
+A translator driven by dbt `meta` (`data_product`) and the descriptors puts the owning data
+product's group, owners and tags on every model, so the catalog shows products as declared.
+dbt tests, on sources included, become asset checks.
+"""
+
+
+import json
+import shutil
+import sys
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from dagster_dbt import (
+    DagsterDbtTranslator,
+    DagsterDbtTranslatorSettings,
+    DbtCliResource,
+    DbtProject,
+    dbt_assets,
+)
+from dagster_duckdb import DuckDBResource
+
+from retail_dp.descriptors import Catalog
+from retail_dp.resources import ReferenceTime
+
+DBT_INPUTS = ("models", "macros", "seeds", "dbt_project.yml", "profiles.yml")
+
+
+class DataProductTranslator(DagsterDbtTranslator):
+    def __init__(self, catalog: Catalog):
+        super().__init__(
+            settings=DagsterDbtTranslatorSettings(
+                enable_asset_checks=True, enable_source_tests_as_checks=True
+            )
+        )
+        self.catalog = catalog
+
+    def get_asset_spec(
+        self, manifest: Mapping[str, Any], unique_id: str, project: DbtProject | None
+    ) -> dg.AssetSpec:
+        spec = super().get_asset_spec(manifest, unique_id, project)
+        props = self.get_resource_props(manifest, unique_id)
+        if props["resource_type"] == "source":
+            return spec  # the source-aligned assets own these keys
+        meta = {**props.get("meta", {}), **props.get("config", {}).get("meta", {})}
+        name = meta.get("data_product")
+        if name is None:
+            raise ValueError(f"dbt node {unique_id} has no meta.data_product")
+        product = self.catalog[name]
+        layer = props.get("fqn", ["", ""])[1] if props["resource_type"] == "model" else "seed"
+        return spec.replace_attributes(
+            group_name=product.name,
+            owners=product.owners,
+            tags={**spec.tags, **product.dagster_tags, "layer": layer},
+        )
+
+
+def dbt_executable() -> str:
+    """The dbt installed beside this interpreter, so an unactivated venv works too."""
+    beside = Path(sys.executable).parent / "dbt"
+    return str(beside) if beside.exists() else (shutil.which("dbt") or "dbt")
+
+
+def dbt_project(project_dir: Path) -> DbtProject:
+    project = DbtProject(project_dir=project_dir, profiles_dir=project_dir)
+    manifest = project.manifest_path
+    newest = max(
+        (p.stat().st_mtime for name in DBT_INPUTS for p in _files(project_dir / name)),
+        default=0.0,
+    )
+    if not manifest.exists() or manifest.stat().st_mtime < newest:
+        # the manifest is what the code location is built from: keep it in step with the models
+        dbt = DbtCliResource(
+            project_dir=str(project_dir),
+            profiles_dir=str(project_dir),
+            dbt_executable=dbt_executable(),
+        )
+        dbt.cli(["parse", "--quiet"], target_path=project.target_path).wait()
+    return project
+
+
+def _files(path: Path) -> Iterator[Path]:
+    if path.is_file():
+        yield path
+    elif path.is_dir():
+        yield from (p for p in path.rglob("*") if p.is_file())
+
+
+def build_dbt_assets(project: DbtProject, catalog: Catalog) -> dg.AssetsDefinition:
+    @dbt_assets(
+        manifest=project.manifest_path,
+        project=project,
+        dagster_dbt_translator=DataProductTranslator(catalog),
+        name="cross_sell_dbt_models",
+    )
+    def _models(
+        context: dg.AssetExecutionContext,
+        dbt: DbtCliResource,
+        warehouse: DuckDBResource,
+        reference_time: ReferenceTime,
+    ):
+        dbt_vars = {
+            "as_of": reference_time.resolve(context).isoformat(sep=" "),
+            "warehouse": warehouse.database,
+        }
+        yield from dbt.cli(["build", "--vars", json.dumps(dbt_vars)], context=context).stream()
+
+    return _models
