@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import dagster as dg
 from dagster_dbt import DbtCliResource
-from dagster_duckdb import DuckDBResource
 
 from retail_dp.descriptors import Catalog
-from retail_dp.resources import LandingZone, ReferenceTime
+from retail_dp.resources import LandingZone, ReferenceTime, Warehouse
 from retail_dp.settings import Settings
 from retail_dp.sources.assets import build_source_assets
 from retail_dp.transform.assets import build_dbt_assets, dbt_executable, dbt_project
@@ -37,7 +36,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             )
         ],
         resources={
-            "warehouse": DuckDBResource(database=str(settings.warehouse)),
+            "warehouse": Warehouse(database=str(settings.warehouse)),
             "landing_zone": LandingZone(data_dir=str(settings.data_dir)),
             "reference_time": ReferenceTime(),
             "dbt": DbtCliResource(

@@ -6,7 +6,6 @@ tags, descriptions and groups on the assets, and the quality checks read their S
 
 from __future__ import annotations
 
-import re
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
@@ -229,7 +228,3 @@ class Catalog(BaseModel):
 
     def __getitem__(self, name: str) -> DataProduct:
         return self.products[name]
-
-
-def slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
+import duckdb
+from dagster_duckdb import DuckDBResource
 
 
 def parse_as_of(value: str) -> datetime:
@@ -40,3 +44,16 @@ class LandingZone(dg.ConfigurableResource):
     @property
     def path(self) -> Path:
         return Path(self.data_dir)
+
+
+class Warehouse(DuckDBResource):
+    """The DuckDB warehouse file. Unlike the stock resource, it closes its connection when the
+    asset body raises too, so a failed step never keeps the file's write lock."""
+
+    @contextmanager
+    def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        con = duckdb.connect(self.database, config={"custom_user_agent": "retail_dp"})
+        try:
+            yield con
+        finally:
+            con.close()

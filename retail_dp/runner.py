@@ -73,11 +73,14 @@ def run_refresh(
     failure = None
     if not result.success:
         failures = [e for e in result.all_events if e.is_step_failure]
-        failure = "; ".join(
-            f"{e.step_key}: {e.step_failure_data.error.message.strip()}"
-            for e in failures
-            if e.step_failure_data and e.step_failure_data.error
-        ) or "the run failed"
+        failure = (
+            "; ".join(
+                f"{e.step_key}: {_root_cause(e.step_failure_data.error)}"
+                for e in failures
+                if e.step_failure_data and e.step_failure_data.error
+            )
+            or "the run failed"
+        )
     report = RunReport(
         run_id=result.run_id,
         success=result.success,
@@ -102,6 +105,13 @@ def run_refresh(
     if settings.warehouse.exists():
         _read_warehouse(report)
     return report
+
+
+def _root_cause(error) -> str:
+    """The innermost error's message: what went wrong, not Dagster's wrapper around it."""
+    while error.cause is not None:
+        error = error.cause
+    return error.message.strip()
 
 
 def _read_warehouse(report: RunReport) -> None:

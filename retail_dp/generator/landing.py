@@ -287,12 +287,12 @@ def _write(con, req: GenerateRequest, window_start: datetime, products) -> None:
             CASE WHEN c.missing_id THEN NULL ELSE {customer_id} END AS customer_id,
             fn.value AS first_name,
             ln.value AS last_name,
-            CASE c.email_defect
-                WHEN 0 THEN lower(fn.value || '.' || ln.value || c.number::VARCHAR || '@' || d.value)
-                WHEN 1 THEN lower(fn.value || '.' || ln.value || c.number::VARCHAR || d.value)
-                WHEN 2 THEN lower(fn.value || '.' || ln.value || c.number::VARCHAR || '@')
-                ELSE lower(fn.value || ' ' || ln.value || '@' || d.value)
-            END AS email,
+            lower(CASE c.email_defect
+                WHEN 0 THEN fn.value || '.' || ln.value || c.number::VARCHAR || '@' || d.value
+                WHEN 1 THEN fn.value || '.' || ln.value || c.number::VARCHAR || d.value
+                WHEN 2 THEN fn.value || '.' || ln.value || c.number::VARCHAR || '@'
+                ELSE fn.value || ' ' || ln.value || '@' || d.value
+            END) AS email,
             '+1-' || substr(c.phone::VARCHAR, 1, 3) || '-' || substr(c.phone::VARCHAR, 4, 3)
                 || '-' || substr(c.phone::VARCHAR, 7, 4) AS phone,
             c.birth_year,
@@ -318,8 +318,8 @@ def _write(con, req: GenerateRequest, window_start: datetime, products) -> None:
             "number": np.arange(1, products.price.size + 1),
             "category": [CATEGORIES[i] for i in products.category],
             "name": [
-                f"{names.PRODUCT_WORDS[CATEGORIES[c]][(k - 1) % PRODUCTS_PER_CATEGORY]}"
-                for k, c in zip(np.arange(1, products.price.size + 1), products.category)
+                names.PRODUCT_WORDS[CATEGORIES[c]][k % PRODUCTS_PER_CATEGORY]
+                for k, c in enumerate(products.category)
             ],
             "price": products.price,
         }
@@ -359,6 +359,8 @@ def _row_counts(out: Path, fmt: Format) -> dict[str, int]:
     reader = "read_csv" if fmt == "csv" else "read_parquet"
     with duckdb.connect() as con:
         return {
-            s: con.execute(f"SELECT count(*) FROM {reader}('{out / f'{s}.{fmt}'}')").fetchall()[0][0]
+            s: con.execute(f"SELECT count(*) FROM {reader}('{out / f'{s}.{fmt}'}')").fetchall()[0][
+                0
+            ]
             for s in ("customer_info", "product", "purchase")
         }

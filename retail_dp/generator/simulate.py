@@ -25,7 +25,7 @@ NEVER_BOUGHT_SHARE = 0.05
 # How far above the list price a unit price may go before the contract rejects it.
 PRICE_CEILING_RATIO = 3.0
 DEAL_DISCOUNT = 0.15
-EXPLORATION_SHARE = 0.03
+EXPLORATION_SHARE = 0.01
 
 
 @dataclass(frozen=True)
@@ -42,16 +42,18 @@ class TrueParameters:
     q: float = 4.0
     gamma: float = 120.0
     # latent segments behind the category affinities
-    foodie_share: float = 0.45
-    fresh_share: float = 0.40
+    foodie_share: float = 0.30
+    fresh_share: float = 0.30
     interest_if_segment: dict[str, float] = field(
-        default_factory=lambda: {"Wines": 0.75, "Meats": 0.70, "Fish": 0.65, "Fruits": 0.60}
+        default_factory=lambda: {"Wines": 0.85, "Meats": 0.85, "Fish": 0.80, "Fruits": 0.80}
     )
     interest_otherwise: dict[str, float] = field(
-        default_factory=lambda: {"Wines": 0.12, "Meats": 0.12, "Fish": 0.10, "Fruits": 0.12}
+        default_factory=lambda: {"Wines": 0.04, "Meats": 0.04, "Fish": 0.04, "Fruits": 0.04}
     )
     sweets_interest: float = 0.30
     gold_interest: float = 0.30
+    # Gold is bought on top of an order, never instead of the other categories
+    gold_line_share: float = 0.35
     mean_extra_lines_per_order: float = 1.5
     exploration_share: float = EXPLORATION_SHARE
 
@@ -145,8 +147,10 @@ def simulate_lines(
     """Expand orders into lines with products, quantities, prices, channel and deal flag."""
     n_customers = interest.shape[0]
     n_orders = order_customer.size
-    # customer-level preferences
+    # customer-level preferences over the five non-Gold categories
+    gold = len(CATEGORIES) - 1
     weights = rng.gamma(2.0, size=interest.shape) * interest
+    weights[:, gold] = 0.0
     weights /= weights.sum(axis=1, keepdims=True)
     cum_weights = np.cumsum(weights, axis=1).astype(np.float32)
     channel_pref = rng.dirichlet([5.0, 3.0, 2.0], n_customers).cumsum(axis=1)
@@ -158,14 +162,21 @@ def simulate_lines(
     order_channel = np.minimum(order_channel, len(CHANNELS) - 1)
     order_deal = rng.random(n_orders) < deal_pref[order_customer]
     lines_per_order = 1 + rng.poisson(params.mean_extra_lines_per_order, n_orders)
-    # line level
-    line_order = np.repeat(np.arange(n_orders), lines_per_order)
+    # line level: lines from the customer's preferences, then Gold add-on lines
+    base_order = np.repeat(np.arange(n_orders), lines_per_order)
+    u = rng.random(base_order.size).astype(np.float32)
+    base_category = (u[:, None] > cum_weights[order_customer[base_order]]).sum(axis=1)
+    base_category = np.minimum(base_category, gold - 1)
+    gold_order = np.flatnonzero(
+        interest[order_customer, gold] & (rng.random(n_orders) < params.gold_line_share)
+    )
+    line_order = np.concatenate([base_order, gold_order])
+    category = np.concatenate([base_category, np.full(gold_order.size, gold)])
+    keep = np.argsort(line_order, kind="stable")
+    line_order, category = line_order[keep], category[keep]
     line_customer = order_customer[line_order]
-    u = rng.random(line_order.size).astype(np.float32)
-    category = (u[:, None] > cum_weights[line_customer]).sum(axis=1)
     explore = rng.random(line_order.size) < params.exploration_share
     category = np.where(explore, rng.integers(0, len(CATEGORIES), line_order.size), category)
-    category = np.minimum(category, len(CATEGORIES) - 1)
     product = category * PRODUCTS_PER_CATEGORY + rng.integers(
         0, PRODUCTS_PER_CATEGORY, line_order.size
     )

@@ -1,14 +1,12 @@
 """Source-aligned assets: customer_info, purchase and product, declared by their descriptors."""
 
-
 from pathlib import Path
 
 import dagster as dg
 import pandera.pandas as pa
-from dagster_duckdb import DuckDBResource
 
 from retail_dp.descriptors import Catalog, DataProduct, LandingInput
-from retail_dp.resources import LandingZone, ReferenceTime
+from retail_dp.resources import LandingZone, ReferenceTime, Warehouse
 from retail_dp.sources.contracts import CONTRACTS, upstream_sources
 from retail_dp.sources.ingest import LoadResult, load_source
 
@@ -46,7 +44,7 @@ def build_source_asset(product: DataProduct, contract: pa.DataFrameSchema) -> dg
     )
     def _source(
         context: dg.AssetExecutionContext,
-        warehouse: DuckDBResource,
+        warehouse: Warehouse,
         landing_zone: LandingZone,
         reference_time: ReferenceTime,
     ) -> dg.MaterializeResult:

@@ -91,9 +91,7 @@ PURCHASE = pa.DataFrameSchema(
     strict=True,
 )
 
-CONTRACTS: dict[str, pa.DataFrameSchema] = {
-    s.name: s for s in (CUSTOMER_INFO, PRODUCT, PURCHASE)
-}
+CONTRACTS: dict[str, pa.DataFrameSchema] = {s.name: s for s in (CUSTOMER_INFO, PRODUCT, PURCHASE)}
 
 
 def upstream_sources(schema: pa.DataFrameSchema) -> list[str]:

@@ -62,9 +62,7 @@ def _cross_table_rules(schema: pa.DataFrameSchema) -> tuple[list[str], list[Rule
     """Joins to accepted upstream tables, and the rules that use them."""
     joins: list[str] = []
     rules: list[Rule] = []
-    for i, (column, (source, ref_col)) in enumerate(
-        schema.metadata.get("references", {}).items()
-    ):
+    for i, (column, (source, ref_col)) in enumerate(schema.metadata.get("references", {}).items()):
         alias = f"ref{i}"
         joins.append(
             f"LEFT JOIN {table(source)} {alias} ON {alias}.{ident(ref_col)} = r.{ident(column)}"
@@ -83,8 +81,7 @@ def _cross_table_rules(schema: pa.DataFrameSchema) -> tuple[list[str], list[Rule
         col, ratio = ceiling["column"], ceiling["ratio"]
         alias = "ceiling"
         joins.append(
-            f"LEFT JOIN {table(source)} {alias} "
-            f"ON {alias}.{ident(ref_key)} = r.{ident(join_col)}"
+            f"LEFT JOIN {table(source)} {alias} ON {alias}.{ident(ref_key)} = r.{ident(join_col)}"
         )
         typed = f"TRY_CAST(r.{ident(col)} AS DOUBLE)"
         rules.append(
@@ -122,8 +119,7 @@ def load_source(
     field = "CASE " + " ".join(f"WHEN {r.condition} THEN '{r.field}'" for r in rules) + " END"
     detail = "CASE " + " ".join(f"WHEN {r.condition} THEN {r.detail}" for r in rules) + " END"
     typed = ", ".join(
-        f"TRY_CAST(r.{ident(c)} AS {duckdb_type(schema.columns[c])}) AS {ident(c)}"
-        for c in columns
+        f"TRY_CAST(r.{ident(c)} AS {duckdb_type(schema.columns[c])}) AS {ident(c)}" for c in columns
     )
     raw_cols = ", ".join(f"r.{ident(c)}" for c in columns)
 
@@ -135,8 +131,9 @@ def load_source(
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE _checked AS
         WITH judged AS (
-            SELECT r._row, r._file, {typed}, {reason} AS _reason, {field} AS _field, {detail} AS _detail
-            FROM _raw r {' '.join(joins)}
+            SELECT r._row, r._file, {typed},
+                {reason} AS _reason, {field} AS _field, {detail} AS _detail
+            FROM _raw r {" ".join(joins)}
         ),
         ranked AS (
             SELECT *, row_number() OVER (

@@ -34,8 +34,10 @@ def literal(value: object) -> str:
 def duckdb_type(column: pa.Column) -> str:
     try:
         return DUCKDB_TYPES[str(column.dtype)]
-    except KeyError:
-        raise TypeError(f"column {column.name!r}: no DuckDB type for pandera dtype {column.dtype}")
+    except KeyError as exc:
+        raise TypeError(
+            f"column {column.name!r}: no DuckDB type for pandera dtype {column.dtype}"
+        ) from exc
 
 
 def check_predicate(check: pa.Check, expr: str) -> str:
@@ -113,7 +115,8 @@ def row_rules(schema: pa.DataFrameSchema, raw: str, as_of_literal: str) -> list[
                     "out_of_range",
                     name,
                     f"{typed} IS NOT NULL AND NOT ({check_predicate(check, typed)})",
-                    f"'{name}=' || {typed}::VARCHAR || {literal(' breaks ' + describe_check(check))}",
+                    f"'{name}=' || {typed}::VARCHAR || "
+                    + literal(f" breaks {describe_check(check)}"),
                 )
             )
     for name in schema.metadata.get("not_after_as_of", []):

@@ -5,7 +5,6 @@ product's group, owners and tags on every model, so the catalog shows products a
 dbt tests, on sources included, become asset checks.
 """
 
-
 import json
 import shutil
 import sys
@@ -21,10 +20,9 @@ from dagster_dbt import (
     DbtProject,
     dbt_assets,
 )
-from dagster_duckdb import DuckDBResource
 
 from retail_dp.descriptors import Catalog
-from retail_dp.resources import ReferenceTime
+from retail_dp.resources import ReferenceTime, Warehouse
 
 DBT_INPUTS = ("models", "macros", "seeds", "dbt_project.yml", "profiles.yml")
 
@@ -99,7 +97,7 @@ def build_dbt_assets(project: DbtProject, catalog: Catalog) -> dg.AssetsDefiniti
     def _models(
         context: dg.AssetExecutionContext,
         dbt: DbtCliResource,
-        warehouse: DuckDBResource,
+        warehouse: Warehouse,
         reference_time: ReferenceTime,
     ):
         dbt_vars = {

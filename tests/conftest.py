@@ -1,0 +1,52 @@
+"""Shared fixtures: one small generated landing zone and one warehouse built per session."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import date, datetime
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+os.environ.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
+from retail_dp.generator.landing import GenerateRequest, generate  # noqa: E402
+from retail_dp.runner import RunReport, run_refresh  # noqa: E402
+from retail_dp.settings import Settings  # noqa: E402
+
+END_DATE = date(2026, 6, 30)
+AS_OF = datetime(2026, 7, 1, 6, 0, 0)
+
+
+@pytest.fixture(scope="session")
+def sample(tmp_path_factory) -> tuple[Path, dict]:
+    """600 customers with a defect rate high enough that every kind is planted."""
+    out = tmp_path_factory.mktemp("landing")
+    manifest = generate(
+        GenerateRequest(customers=600, seed=7, end_date=END_DATE, out=out, defect_rate=0.01)
+    )
+    assert all(n > 0 for n in manifest["defects"].values()), manifest["defects"]
+    return out, manifest
+
+
+@pytest.fixture(scope="session")
+def instance() -> dg.DagsterInstance:
+    return dg.DagsterInstance.ephemeral()
+
+
+@pytest.fixture(scope="session")
+def built(sample, instance, tmp_path_factory) -> tuple[RunReport, Settings, dict]:
+    """The sample, materialized once with real dbt and DuckDB, recorded in `instance`."""
+    data_dir, manifest = sample
+    settings = Settings.from_env(
+        data_dir=data_dir, warehouse=tmp_path_factory.mktemp("wh") / "retail_dp.duckdb"
+    )
+    report = run_refresh(settings, as_of=AS_OF, instance=instance)
+    return report, settings, manifest
+
+
+def read_manifest(folder: Path) -> dict:
+    return json.loads((folder / "manifest.json").read_text())

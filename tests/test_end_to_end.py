@@ -1,0 +1,138 @@
+"""Materialize everything with real dbt and real DuckDB, and reconcile with the manifest."""
+
+import os
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+
+from retail_dp.runner import run_refresh
+from retail_dp.settings import PROJECT_ROOT, Settings
+
+from .conftest import AS_OF
+
+ALL_ASSETS = {
+    "customer_info",
+    "product",
+    "purchase",
+    "reference/country_regions",
+    "staging/stg_customer_info",
+    "staging/stg_product",
+    "staging/stg_purchase",
+    "marts/dim_customer",
+}
+
+
+def test_every_asset_materializes_and_every_check_passes(built):
+    report, _, _ = built
+    assert report.ok, report.failure
+    assert set(report.materialized) == ALL_ASSETS
+    assert len(report.checks) >= 20
+    assert all(c.passed for c in report.checks), [c for c in report.checks if not c.passed]
+
+
+def test_row_counts_reconcile_with_the_manifest(built):
+    report, settings, manifest = built
+    quarantined = {}
+    for source, _, _, n in report.quarantine:
+        quarantined[source] = quarantined.get(source, 0) + n
+    for source, read in manifest["rows"].items():
+        accepted = report.table_rows[f"sources.{source}"]
+        assert accepted + quarantined.get(source, 0) == read, source
+    assert sum(quarantined.values()) == sum(manifest["quarantined_defects"].values())
+    assert report.table_rows["marts.dim_customer"] == report.table_rows["sources.customer_info"]
+    assert report.table_rows["staging.stg_purchase"] == report.table_rows["sources.purchase"]
+
+
+def test_marts_respect_as_of_and_enrich_customers(built):
+    _, settings, _ = built
+    with duckdb.connect(str(settings.warehouse), read_only=True) as con:
+        latest = con.execute("SELECT max(purchase_ts) FROM staging.stg_purchase").fetchall()[0][0]
+        assert latest <= AS_OF
+        unknown = con.execute(
+            "SELECT count(*) FILTER (WHERE region = 'Unknown'), "
+            "count(*) FILTER (WHERE age_group = 'unknown') FROM marts.dim_customer"
+        ).fetchall()[0]
+        assert unknown == (0, 0)
+        ages = con.execute("SELECT min(age), max(age) FROM marts.dim_customer").fetchall()[0]
+        assert ages[0] >= AS_OF.year - 2010 and ages[1] <= AS_OF.year - 1900
+
+
+def test_materialization_metadata_records_reconciliation_and_schema(built, instance):
+    _, _, manifest = built
+    for source in ("customer_info", "product", "purchase"):
+        event = instance.get_latest_materialization_event(dg.AssetKey(source))
+        meta = event.asset_materialization.metadata
+        read, accepted = meta["rows_read"].value, meta["rows_accepted"].value
+        assert read == manifest["rows"][source]
+        assert read == accepted + meta["rows_quarantined"].value
+        assert meta["dagster/row_count"].value == accepted
+        columns = [c.name for c in meta["dagster/column_schema"].value.columns]
+        assert (
+            columns[0]
+            == {"customer_info": "customer_id", "product": "product_id", "purchase": "purchase_id"}[
+                source
+            ]
+        )
+    purchase = instance.get_latest_materialization_event(dg.AssetKey("purchase"))
+    reasons = purchase.asset_materialization.metadata["quarantined_by_reason"].value
+    assert reasons["after_as_of"] == manifest["defects"]["future_purchase_ts"]
+
+
+def test_a_missing_source_fails_the_run_with_the_file_named(sample, tmp_path):
+    data_dir, _ = sample
+    for name in ("customer_info.csv", "product.csv"):
+        (tmp_path / name).write_bytes((data_dir / name).read_bytes())
+    settings = Settings.from_env(data_dir=tmp_path, warehouse=tmp_path / "wh.duckdb")
+    report = run_refresh(settings, as_of=AS_OF, instance=dg.DagsterInstance.ephemeral())
+    assert not report.ok
+    assert f"no landing files at {tmp_path}/purchase" in report.failure
+    assert "marts/dim_customer" not in report.materialized
+
+
+def test_cli_run_records_the_run_and_reproduces_the_same_tables(built, tmp_path):
+    _, settings, _ = built
+    home = tmp_path / "dagster_home"
+    warehouse = tmp_path / "again.duckdb"
+    bin_dir = Path(sys.executable).parent
+    result = subprocess.run(
+        [
+            str(bin_dir / "retail-dp"),
+            "run",
+            "--data-dir",
+            str(settings.data_dir),
+            "--warehouse",
+            str(warehouse),
+            "--as-of",
+            AS_OF.isoformat(),
+        ],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "DAGSTER_HOME": str(home)},
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    out = result.stdout
+    assert "retail_dp refresh SUCCESS" in out
+    assert f"Warehouse: {warehouse}" in out
+    assert "Rows quarantined:" in out and "Checks:" in out and "make dev" in out
+    instance = dg.DagsterInstance.from_config(str(home))
+    runs = instance.get_runs()
+    assert len(runs) == 1 and runs[0].tags["retail_dp/as_of"] == str(AS_OF)
+    query = "SELECT * FROM marts.dim_customer ORDER BY customer_id"
+    with (
+        duckdb.connect(str(settings.warehouse), read_only=True) as first,
+        duckdb.connect(str(warehouse), read_only=True) as second,
+    ):
+        assert first.execute(query).fetchall() == second.execute(query).fetchall()
+
+
+def test_as_of_is_parsed_as_utc():
+    from retail_dp.resources import parse_as_of
+
+    assert parse_as_of("2026-07-01T08:00:00+02:00") == datetime(2026, 7, 1, 6, 0, 0)
+    assert parse_as_of("2026-07-01") == datetime(2026, 7, 1)
