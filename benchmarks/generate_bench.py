@@ -23,7 +23,7 @@ from retail_dp.generator.landing import GenerateRequest, generate
 customers, out, fmt = int(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
 start = time.perf_counter()
 manifest = generate(GenerateRequest(customers=customers, out=out, format=fmt))
-print(json.dumps({
+print("RESULT " + json.dumps({
     "seconds": time.perf_counter() - start,
     "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     "purchase_lines": manifest["rows"]["purchase"],
@@ -33,6 +33,7 @@ print(json.dumps({
 BASELINE = """
 import json, resource, sys, time
 import duckdb
+duckdb.execute("SET enable_progress_bar = false")
 lines, out, fmt = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 options = "(FORMAT csv, HEADER true)" if fmt == "csv" else "(FORMAT parquet)"
 start = time.perf_counter()
@@ -41,7 +42,7 @@ duckdb.sql(
     f"(i % 1000) / 10.0 AS unit_price, TIMESTAMP '2025-01-01' + to_seconds(i % 63072000) AS ts "
     f"FROM range({lines}) t(i)) TO '{out}/baseline.{fmt}' {options}"
 )
-print(json.dumps({
+print("RESULT " + json.dumps({
     "seconds": time.perf_counter() - start,
     "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
 }))
@@ -52,7 +53,8 @@ def run(code: str, *args: str) -> dict:
     out = subprocess.run(
         [sys.executable, "-c", code, *args], capture_output=True, text=True, check=True
     )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    result = [line for line in out.stdout.splitlines() if "RESULT " in line]
+    return json.loads(result[-1].split("RESULT ", 1)[1])
 
 
 def main() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 from dagster_dbt import DbtCliResource
 
+from retail_dp.analytics.assets import build_clv_assets, build_cross_sell_assets
 from retail_dp.descriptors import Catalog
 from retail_dp.resources import LandingZone, ReferenceTime, Warehouse
 from retail_dp.settings import Settings
@@ -24,7 +25,12 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     )
     consumer = catalog.consumer
     return dg.Definitions(
-        assets=[*build_source_assets(catalog), build_dbt_assets(project, catalog)],
+        assets=[
+            *build_source_assets(catalog),
+            build_dbt_assets(project, catalog),
+            build_clv_assets(consumer),
+            build_cross_sell_assets(consumer),
+        ],
         jobs=[refresh],
         schedules=[
             dg.ScheduleDefinition(

@@ -13,7 +13,7 @@ import duckdb
 from retail_dp.definitions import REFRESH_JOB, build_definitions
 from retail_dp.settings import Settings
 
-LAYER_SCHEMAS = ("sources", "reference", "staging", "marts")
+LAYER_SCHEMAS = ("sources", "reference", "staging", "intermediate", "marts")
 
 
 @dataclass
@@ -56,8 +56,12 @@ def instance_for(home: Path) -> dg.DagsterInstance:
 
 
 def run_refresh(
-    settings: Settings, as_of: datetime | None = None, instance: dg.DagsterInstance | None = None
+    settings: Settings,
+    as_of: datetime | None = None,
+    instance: dg.DagsterInstance | None = None,
+    selection: list[str] | None = None,
 ) -> RunReport:
+    """Run the refresh job (or the assets named in `selection`) and report on it."""
     started = time.perf_counter()
     as_of = as_of or datetime.now(UTC).replace(tzinfo=None, microsecond=0)
     settings.warehouse.parent.mkdir(parents=True, exist_ok=True)
@@ -68,6 +72,7 @@ def run_refresh(
         instance=instance,
         run_config={"resources": {"reference_time": {"config": {"as_of": as_of.isoformat()}}}},
         raise_on_error=False,
+        asset_selection=[dg.AssetKey.from_user_string(k) for k in selection] if selection else None,
         tags={"retail_dp/as_of": as_of.isoformat(sep=" ")},
     )
     failure = None

@@ -23,10 +23,11 @@ AS_OF = datetime(2026, 7, 1, 6, 0, 0)
 
 @pytest.fixture(scope="session")
 def sample(tmp_path_factory) -> tuple[Path, dict]:
-    """600 customers with a defect rate high enough that every kind is planted."""
+    """The default size (2,240 customers), with a defect rate high enough that every kind is
+    planted often."""
     out = tmp_path_factory.mktemp("landing")
     manifest = generate(
-        GenerateRequest(customers=600, seed=7, end_date=END_DATE, out=out, defect_rate=0.01)
+        GenerateRequest(customers=2240, seed=42, end_date=END_DATE, out=out, defect_rate=0.01)
     )
     assert all(n > 0 for n in manifest["defects"].values()), manifest["defects"]
     return out, manifest

@@ -22,7 +22,20 @@ ALL_ASSETS = {
     "staging/stg_customer_info",
     "staging/stg_product",
     "staging/stg_purchase",
+    "intermediate/int_orders",
+    "intermediate/int_customer_rfm",
+    "intermediate/int_cross_sell_features",
+    "intermediate/int_cross_sell_snapshots",
     "marts/dim_customer",
+    "marts/dim_product",
+    "marts/fct_purchase",
+    "marts/customer_purchase_metrics",
+    "marts/customer_category_profile",
+    "marts/category_affinity",
+    "marts/customer_lifetime_value",
+    "marts/clv_model_parameters",
+    "marts/cross_sell_recommendations",
+    "marts/cross_sell_model",
 }
 
 

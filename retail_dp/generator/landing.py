@@ -93,6 +93,7 @@ def generate(req: GenerateRequest) -> dict:
     spill = out / ".generate.tmp"
     shutil.rmtree(spill, ignore_errors=True)
     con = duckdb.connect()
+    con.execute("SET enable_progress_bar = false")
     con.execute(f"SET temp_directory = '{spill}'")
     con.execute("SET memory_limit = '1GB'")
     con.execute("SET preserve_insertion_order = true")
@@ -358,6 +359,7 @@ def _write(con, req: GenerateRequest, window_start: datetime, products) -> None:
 def _row_counts(out: Path, fmt: Format) -> dict[str, int]:
     reader = "read_csv" if fmt == "csv" else "read_parquet"
     with duckdb.connect() as con:
+        con.execute("SET enable_progress_bar = false")
         return {
             s: con.execute(f"SELECT count(*) FROM {reader}('{out / f'{s}.{fmt}'}')").fetchall()[0][
                 0

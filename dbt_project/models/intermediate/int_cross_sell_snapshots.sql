@@ -1,0 +1,117 @@
+-- One row per (snapshot, customer who had bought by the snapshot): DataOS's score as it stood
+-- then, and whether the customer bought any category new to them in the next 90 days.
+with
+
+lines as (
+
+    select * from {{ ref('fct_purchase') }}
+
+),
+
+snapshots as (
+
+    select 0 as days_before_as_of
+    union all select 90
+    union all select 180
+
+),
+
+cutoffs as (
+
+    select
+        days_before_as_of,
+        {{ dbt.dateadd('day', '-days_before_as_of', as_of()) }} as cutoff
+    from snapshots
+
+),
+
+history as (
+
+    select cutoffs.days_before_as_of, cutoffs.cutoff, lines.*
+    from lines
+    inner join cutoffs
+        on lines.purchase_ts <= cutoffs.cutoff
+
+),
+
+orders as (
+
+    select days_before_as_of, customer_id, order_id, min(channel) as channel
+    from history
+    group by days_before_as_of, customer_id, order_id
+
+),
+
+spend as (
+
+    select
+        days_before_as_of,
+        customer_id,
+        sum(case when category = 'Wines' then amount else 0 end) as wines,
+        sum(case when category = 'Meats' then amount else 0 end) as meat,
+        sum(case when category = 'Fish' then amount else 0 end) as fish,
+        sum(case when category = 'Sweets' then amount else 0 end) as sweets,
+        sum(case when category = 'Gold' then amount else 0 end) as gold,
+        sum(case when category = 'Fruits' then amount else 0 end) as fruits
+    from history
+    group by days_before_as_of, customer_id
+
+),
+
+purchases as (
+
+    select days_before_as_of, customer_id, count(*) as purchases
+    from orders
+    where channel in ('web', 'catalog', 'store')
+    group by days_before_as_of, customer_id
+
+),
+
+bought as (
+
+    select distinct days_before_as_of, customer_id, category from history
+
+),
+
+new_category_buyers as (
+
+    select distinct cutoffs.days_before_as_of, lines.customer_id
+    from lines
+    inner join cutoffs
+        on lines.purchase_ts > cutoffs.cutoff
+        and lines.purchase_ts <= {{ dbt.dateadd('day', 90, 'cutoffs.cutoff') }}
+    where cutoffs.days_before_as_of >= 90
+        and not exists (
+            select 1 from bought
+            where bought.days_before_as_of = cutoffs.days_before_as_of
+                and bought.customer_id = lines.customer_id
+                and bought.category = lines.category
+        )
+
+),
+
+final as (
+
+    select
+        spend.days_before_as_of,
+        spend.customer_id,
+        {{ dataos_cross_sell_score(
+            'spend.wines', 'spend.meat', 'spend.fish',
+            'spend.sweets', 'spend.gold', 'spend.fruits', 'coalesce(purchases.purchases, 0)'
+        ) }} as dataos_cross_sell_score,
+        case
+            when spend.days_before_as_of = 0 then null
+            when new_category_buyers.customer_id is not null then 1
+            else 0
+        end as bought_new_category_next_90d
+    from spend
+    left join purchases
+        on spend.days_before_as_of = purchases.days_before_as_of
+        and spend.customer_id = purchases.customer_id
+    left join new_category_buyers
+        on spend.days_before_as_of = new_category_buyers.days_before_as_of
+        and spend.customer_id = new_category_buyers.customer_id
+
+)
+
+select * from final

@@ -1,0 +1,112 @@
+-- The customer-level shape of the DataOS Product Affinity example, so its Lens measures can be
+-- reproduced on our data. Unlike DataOS's own SQL, purchases count store orders once.
+with
+
+customers as (
+
+    select * from {{ ref('dim_customer') }}
+
+),
+
+lines as (
+
+    select * from {{ ref('fct_purchase') }}
+
+),
+
+orders as (
+
+    select * from {{ ref('int_orders') }}
+
+),
+
+metrics as (
+
+    select * from {{ ref('customer_purchase_metrics') }}
+
+),
+
+category_spend as (
+
+    select
+        customer_id,
+        sum(case when category = 'Wines' then amount else 0 end) as mntwines,
+        sum(case when category = 'Meats' then amount else 0 end) as mntmeatproducts,
+        sum(case when category = 'Fish' then amount else 0 end) as mntfishproducts,
+        sum(case when category = 'Sweets' then amount else 0 end) as mntsweetproducts,
+        sum(case when category = 'Gold' then amount else 0 end) as mntgoldprods,
+        sum(case when category = 'Fruits' then amount else 0 end) as mntfruits
+    from lines
+    group by customer_id
+
+),
+
+channel_orders as (
+
+    select
+        customer_id,
+        sum(case when channel = 'web' then 1 else 0 end) as numwebpurchases,
+        sum(case when channel = 'catalog' then 1 else 0 end) as numcatalogpurchases,
+        sum(case when channel = 'store' then 1 else 0 end) as numstorepurchases,
+        sum(case when is_deal then 1 else 0 end) as numdealspurchases
+    from orders
+    group by customer_id
+
+),
+
+profile as (
+
+    select
+        customers.customer_id,
+        coalesce(category_spend.mntwines, 0) as mntwines,
+        coalesce(category_spend.mntmeatproducts, 0) as mntmeatproducts,
+        coalesce(category_spend.mntfishproducts, 0) as mntfishproducts,
+        coalesce(category_spend.mntsweetproducts, 0) as mntsweetproducts,
+        coalesce(category_spend.mntgoldprods, 0) as mntgoldprods,
+        coalesce(category_spend.mntfruits, 0) as mntfruits,
+        coalesce(channel_orders.numwebpurchases, 0) as numwebpurchases,
+        coalesce(channel_orders.numcatalogpurchases, 0) as numcatalogpurchases,
+        coalesce(channel_orders.numstorepurchases, 0) as numstorepurchases,
+        coalesce(channel_orders.numdealspurchases, 0) as numdealspurchases,
+        metrics.recency_days as recency
+    from customers
+    inner join metrics
+        on customers.customer_id = metrics.customer_id
+    left join category_spend
+        on customers.customer_id = category_spend.customer_id
+    left join channel_orders
+        on customers.customer_id = channel_orders.customer_id
+
+),
+
+measured as (
+
+    select
+        profile.*,
+        numwebpurchases + numcatalogpurchases + numstorepurchases as purchases,
+        mntwines + mntmeatproducts + mntfishproducts + mntsweetproducts + mntgoldprods + mntfruits
+            as spend
+    from profile
+
+),
+
+final as (
+
+    select
+        measured.*,
+        spend / nullif(purchases, 0) as average_spend,
+        case
+            when recency < 30 and spend > 500 then 0.9
+            when recency between 30 and 90 and spend between 100 and 500 then 0.5
+            when recency > 90 or spend < 100 then 0.2
+            else 0.1
+        end as churn_probability,
+        {{ dataos_cross_sell_score(
+            'mntwines', 'mntmeatproducts', 'mntfishproducts',
+            'mntsweetproducts', 'mntgoldprods', 'mntfruits', 'purchases'
+        ) }} as dataos_cross_sell_score
+    from measured
+
+)
+
+select * from final

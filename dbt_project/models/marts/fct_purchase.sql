@@ -1,0 +1,45 @@
+with
+
+purchases as (
+
+    select * from {{ ref('stg_purchase') }}
+
+),
+
+products as (
+
+    select * from {{ ref('dim_product') }}
+
+),
+
+final as (
+
+    select
+        -- ids
+        purchases.purchase_id,
+        purchases.order_id,
+        purchases.customer_id,
+        purchases.product_id,
+
+        -- categorical
+        products.category,
+        purchases.channel,
+        purchases.is_deal,
+
+        -- numerics
+        purchases.quantity,
+        purchases.unit_price,
+        purchases.amount,
+
+        -- timestamps
+        purchases.purchase_ts,
+        purchases.purchase_date,
+        {{ dbt.date_trunc('month', 'purchases.purchase_ts') }} as purchase_month
+
+    from purchases
+    inner join products
+        on purchases.product_id = products.product_id
+
+)
+
+select * from final
