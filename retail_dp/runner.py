@@ -34,6 +34,7 @@ class RunReport:
     dagster_home: Path
     materialized: list[str]
     checks: list[CheckOutcome]
+    step_seconds: dict[str, float] = field(default_factory=dict)
     table_rows: dict[str, int] = field(default_factory=dict)
     quarantine: list[tuple[str, str, str, int]] = field(default_factory=list)
     failure: str | None = None
@@ -70,7 +71,11 @@ def run_refresh(
     instance = instance or instance_for(settings.dagster_home)
     result = job.execute_in_process(
         instance=instance,
-        run_config={"resources": {"reference_time": {"config": {"as_of": as_of.isoformat()}}}},
+        run_config={
+            "resources": {"reference_time": {"config": {"as_of": as_of.isoformat()}}},
+            # progress on the console; every event stays in the instance for the UI
+            "loggers": {"console": {"config": {"log_level": "INFO"}}},
+        },
         raise_on_error=False,
         asset_selection=[dg.AssetKey.from_user_string(k) for k in selection] if selection else None,
         tags={"retail_dp/as_of": as_of.isoformat(sep=" ")},
@@ -105,6 +110,11 @@ def run_refresh(
             )
             for e in result.get_asset_check_evaluations()
         ],
+        step_seconds={
+            e.step_key: e.event_specific_data.duration_ms / 1000
+            for e in result.all_events
+            if e.is_step_success
+        },
         failure=failure,
     )
     if settings.warehouse.exists():
@@ -144,6 +154,11 @@ def format_report(report: RunReport) -> str:
     ]
     if report.failure:
         lines.append(f"  failure: {report.failure}")
+    if report.step_seconds:
+        lines.append(
+            "  steps: "
+            + ", ".join(f"{k} {v:.1f} s" for k, v in sorted(report.step_seconds.items()))
+        )
     lines.append(f"\nAssets materialized: {len(report.materialized)}")
     lines += [f"  {a}" for a in report.materialized]
     lines.append("\nRows per table:")

@@ -15,7 +15,89 @@ MAX_TRAINING_ROWS = 500_000
 VALUE_TIERS = ((0.10, "platinum"), (0.30, "gold"), (0.60, "silver"), (1.01, "bronze"))
 
 
+COLUMNS: dict[str, list[tuple[str, str, str]]] = {
+    "marts/customer_lifetime_value": [
+        ("customer_id", "VARCHAR", "The CRM's customer key; every customer in dim_customer."),
+        ("historical_clv", "DOUBLE", "Total spend from the first purchase to as_of."),
+        (
+            "expected_purchases_365d",
+            "DOUBLE",
+            "BG/NBD: expected purchase days in the 365 days after as_of; null if never bought.",
+        ),
+        (
+            "probability_alive",
+            "DOUBLE",
+            "BG/NBD: probability the customer is still active at as_of; null if never bought.",
+        ),
+        (
+            "expected_avg_order_value",
+            "DOUBLE",
+            "Gamma-Gamma: expected spend per purchase day; null if never bought.",
+        ),
+        (
+            "predicted_clv_365d",
+            "DOUBLE",
+            "expected_purchases_365d x expected_avg_order_value, undiscounted; 0 if never bought.",
+        ),
+        (
+            "value_tier",
+            "VARCHAR",
+            "By predicted CLV among buyers: platinum (top 10%), gold (next 20%), "
+            "silver (next 30%), bronze (the rest); prospect for customers who never bought.",
+        ),
+    ],
+    "marts/clv_model_parameters": [
+        ("r", "DOUBLE", "BG/NBD: shape of the gamma distribution of purchase rates."),
+        ("alpha", "DOUBLE", "BG/NBD: scale of the gamma distribution of purchase rates (weeks)."),
+        ("a", "DOUBLE", "BG/NBD: first shape of the beta distribution of dropout probability."),
+        ("b", "DOUBLE", "BG/NBD: second shape of the beta distribution of dropout probability."),
+        ("p", "DOUBLE", "Gamma-Gamma: shape of the gamma distribution of purchase values."),
+        ("q", "DOUBLE", "Gamma-Gamma: shape of the gamma distribution of the customer scale."),
+        ("gamma", "DOUBLE", "Gamma-Gamma: scale of the gamma distribution of the customer scale."),
+        ("bgnbd_log_likelihood", "DOUBLE", "BG/NBD log-likelihood at the fit."),
+        ("gamma_gamma_log_likelihood", "DOUBLE", "Gamma-Gamma log-likelihood at the fit."),
+        ("customers", "BIGINT", "Customers with a purchase, fitted on."),
+        ("repeat_customers", "BIGINT", "Customers with a repeat purchase (the Gamma-Gamma fit)."),
+        ("time_unit", "VARCHAR", "weeks"),
+        ("as_of", "TIMESTAMP", "The run's reference time."),
+    ],
+    "marts/cross_sell_recommendations": [
+        ("customer_id", "VARCHAR", "The CRM's customer key; every customer in dim_customer."),
+        (
+            "cross_sell_opportunity_score",
+            "DOUBLE",
+            "Probability of buying at least one category new to the customer in the next 90 days; "
+            "null for customers who never bought.",
+        ),
+        *[
+            col
+            for rank in (1, 2, 3)
+            for col in (
+                (
+                    f"next_best_category_{rank}",
+                    "VARCHAR",
+                    f"The category not yet bought with the {rank}. highest probability.",
+                ),
+                (
+                    f"next_best_category_{rank}_score",
+                    "DOUBLE",
+                    f"Probability of buying next_best_category_{rank} in the next 90 days.",
+                ),
+            )
+        ],
+    ],
+    "marts/cross_sell_model": [
+        ("kind", "VARCHAR", "coefficient or backtest."),
+        ("name", "VARCHAR", "The model term, or the backtest figure (auc, auc_dataos, ...)."),
+        ("value", "DOUBLE", "Its value."),
+    ],
+}
+
+
 def _spec(product: DataProduct, key: str, description: str, deps: list[str]) -> dg.AssetSpec:
+    schema = dg.TableSchema(
+        columns=[dg.TableColumn(n, t, description=d) for n, t, d in COLUMNS[key]]
+    )
     return dg.AssetSpec(
         key=K(key),
         description=description,
@@ -24,6 +106,7 @@ def _spec(product: DataProduct, key: str, description: str, deps: list[str]) -> 
         owners=product.owners,
         tags={**product.dagster_tags, "layer": "marts"},
         kinds={"python", "duckdb"},
+        metadata={"dagster/column_schema": schema},
     )
 
 
@@ -166,17 +249,13 @@ def build_cross_sell_assets(product: DataProduct) -> dg.AssetsDefinition:
     )
     def _cross_sell(context: dg.AssetExecutionContext, warehouse: Warehouse):
         with warehouse.get_connection() as con:
-            rows = con.execute(
-                "SELECT * FROM intermediate.int_cross_sell_features "
-                "ORDER BY days_before_as_of, customer_id, category"
-            ).df()
             snapshots = con.execute(
                 "SELECT * FROM intermediate.int_cross_sell_snapshots "
                 "WHERE days_before_as_of = 90 ORDER BY customer_id"
             ).df()
             # out of time: learn from the window ending 90 days ago, test on the last 90 days
-            train = _sample(cross_sell.with_activity(rows[rows["days_before_as_of"] == 180]))
-            backtest = cross_sell.with_activity(rows[rows["days_before_as_of"] == 90])
+            train = cross_sell.with_activity(_snapshot(con, 180, sample=True))
+            backtest = cross_sell.with_activity(_snapshot(con, 90))
             model = cross_sell.fit(train)
             ours = cross_sell.customer_scores(backtest, model.predict(backtest))
             scored = snapshots.set_index("customer_id")
@@ -194,8 +273,9 @@ def build_cross_sell_assets(product: DataProduct) -> dg.AssetsDefinition:
                 "base_rate": float(label.mean()) if len(label) else float("nan"),
             }
             # the model that scores today learns from the most recent complete window
-            final = cross_sell.fit(_sample(backtest))
-            current = cross_sell.with_activity(rows[rows["days_before_as_of"] == 0])
+            final = cross_sell.fit(_subsample(backtest))
+            del backtest
+            current = cross_sell.with_activity(_snapshot(con, 0))
             current["score"] = final.predict(current)
             opportunity = cross_sell.customer_scores(current, current["score"].to_numpy())
             top = (
@@ -249,8 +329,22 @@ def build_cross_sell_assets(product: DataProduct) -> dg.AssetsDefinition:
     return _cross_sell
 
 
-def _sample(rows: pd.DataFrame) -> pd.DataFrame:
-    """At most MAX_TRAINING_ROWS rows, the same ones for the same data."""
+def _snapshot(con, days_before_as_of: int, sample: bool = False) -> pd.DataFrame:
+    """One snapshot's feature rows; with `sample`, at most MAX_TRAINING_ROWS of them, the
+    same ones for the same data."""
+    order = (
+        f"ORDER BY hash(customer_id, category) LIMIT {MAX_TRAINING_ROWS}"
+        if sample
+        else "ORDER BY customer_id, category"
+    )
+    return con.execute(
+        f"SELECT * EXCLUDE (days_before_as_of) FROM intermediate.int_cross_sell_features "
+        f"WHERE days_before_as_of = ? {order}",
+        [days_before_as_of],
+    ).df()
+
+
+def _subsample(rows: pd.DataFrame) -> pd.DataFrame:
     if len(rows) <= MAX_TRAINING_ROWS:
         return rows
     return rows.sample(n=MAX_TRAINING_ROWS, random_state=0)

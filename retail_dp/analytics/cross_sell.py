@@ -33,14 +33,19 @@ L2_PENALTY = 1e-3
 
 
 HORIZON_WEEKS = 90 / 7
+MAX_ACTIVITY_FIT_CUSTOMERS = 200_000
+SUMMARY = ("frequency", "recency_weeks", "age_weeks")
 
 
 def with_activity(rows: pd.DataFrame) -> pd.DataFrame:
     """Add BG/NBD's view of each customer at the snapshot: P(alive) and the purchases expected
     in the next 90 days, from a model fitted on the snapshot's own customers."""
     customers = rows.drop_duplicates("customer_id")
-    x, t_x, T = (customers[c].to_numpy(float) for c in ("frequency", "recency_weeks", "age_weeks"))
-    model = clv.fit_bgnbd(x, t_x, T)
+    fitted = customers
+    if len(customers) > MAX_ACTIVITY_FIT_CUSTOMERS:  # plenty to pin four parameters down
+        fitted = customers.sample(n=MAX_ACTIVITY_FIT_CUSTOMERS, random_state=0)
+    model = clv.fit_bgnbd(*(fitted[c].to_numpy(float) for c in SUMMARY))
+    x, t_x, T = (customers[c].to_numpy(float) for c in SUMMARY)
     activity = pd.DataFrame(
         {
             "customer_id": customers["customer_id"].to_numpy(),
