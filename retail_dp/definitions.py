@@ -42,7 +42,9 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             )
         ],
         resources={
-            "warehouse": Warehouse(database=str(settings.warehouse)),
+            "warehouse": Warehouse(
+                database=str(settings.warehouse), memory_limit=settings.duckdb_memory_limit
+            ),
             "landing_zone": LandingZone(data_dir=str(settings.data_dir)),
             "reference_time": ReferenceTime(),
             "dbt": DbtCliResource(

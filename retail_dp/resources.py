@@ -50,9 +50,14 @@ class Warehouse(DuckDBResource):
     """The DuckDB warehouse file. Unlike the stock resource, it closes its connection when the
     asset body raises too, so a failed step never keeps the file's write lock."""
 
+    memory_limit: str = "2GB"
+
     @contextmanager
     def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        con = duckdb.connect(self.database, config={"custom_user_agent": "retail_dp"})
+        con = duckdb.connect(
+            self.database,
+            config={"custom_user_agent": "retail_dp", "memory_limit": self.memory_limit},
+        )
         try:
             yield con
         finally:

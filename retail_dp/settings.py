@@ -18,6 +18,8 @@ class Settings(BaseModel):
     descriptors_dir: Path = PROJECT_ROOT / "data_products"
     dbt_project_dir: Path = PROJECT_ROOT / "dbt_project"
     dagster_home: Path = PROJECT_ROOT / "dagster_home"
+    # DuckDB's own default is 80% of RAM; bounded, it spills large joins to <warehouse>.tmp
+    duckdb_memory_limit: str = "2GB"
 
     @classmethod
     def from_env(cls, **overrides: Path | str | None) -> Settings:
@@ -29,4 +31,6 @@ class Settings(BaseModel):
             "dagster_home": os.environ.get("DAGSTER_HOME"),
         }
         values = {k: v for k, v in {**env, **overrides}.items() if v is not None}
-        return cls(**{k: Path(v).expanduser().resolve() for k, v in values.items()})
+        paths = {k: Path(v).expanduser().resolve() for k, v in values.items()}
+        memory = os.environ.get("RETAIL_DP_DUCKDB_MEMORY_LIMIT")
+        return cls(**paths, **({"duckdb_memory_limit": memory} if memory else {}))

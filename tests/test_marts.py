@@ -13,24 +13,20 @@ from retail_dp.runner import run_refresh
 from retail_dp.settings import Settings
 
 from .conftest import AS_OF
+from .test_end_to_end import ALL_ASSETS
 
 EDGE_CASES = Path(__file__).parent / "data" / "edge_cases"
-DBT_MARTS = [
-    "customer_info",
-    "product",
-    "purchase",
-    "reference/country_regions",
-    "staging/stg_customer_info",
-    "staging/stg_product",
-    "staging/stg_purchase",
-    "intermediate/int_orders",
-    "marts/dim_customer",
-    "marts/dim_product",
-    "marts/fct_purchase",
-    "marts/customer_purchase_metrics",
-    "marts/customer_category_profile",
-    "marts/category_affinity",
-]
+# everything up to the SQL marts; the model fits need more customers than four
+MODEL_FITS = {
+    "intermediate/int_customer_rfm",
+    "intermediate/int_cross_sell_features",
+    "intermediate/int_cross_sell_snapshots",
+    "marts/customer_lifetime_value",
+    "marts/clv_model_parameters",
+    "marts/cross_sell_recommendations",
+    "marts/cross_sell_model",
+}
+DBT_MARTS = sorted(ALL_ASSETS - MODEL_FITS)
 
 
 @pytest.fixture(scope="module")

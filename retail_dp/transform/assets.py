@@ -103,6 +103,7 @@ def build_dbt_assets(project: DbtProject, catalog: Catalog) -> dg.AssetsDefiniti
         dbt_vars = {
             "as_of": reference_time.resolve(context).isoformat(sep=" "),
             "warehouse": warehouse.database,
+            "memory_limit": warehouse.memory_limit,
         }
         yield from dbt.cli(["build", "--vars", json.dumps(dbt_vars)], context=context).stream()
 

@@ -8,31 +8,7 @@ lines as (
 
 ),
 
-snapshots as (
-
-    select 0 as days_before_as_of
-    union all select 90
-    union all select 180
-
-),
-
-cutoffs as (
-
-    select
-        days_before_as_of,
-        {{ dbt.dateadd('day', '-days_before_as_of', as_of()) }} as cutoff
-    from snapshots
-
-),
-
-history as (
-
-    select cutoffs.days_before_as_of, cutoffs.cutoff, lines.*
-    from lines
-    inner join cutoffs
-        on lines.purchase_ts <= cutoffs.cutoff
-
-),
+{{ snapshot_history() }},
 
 orders as (
 
@@ -64,12 +40,6 @@ purchases as (
     from orders
     where channel in ('web', 'catalog', 'store')
     group by days_before_as_of, customer_id
-
-),
-
-bought as (
-
-    select distinct days_before_as_of, customer_id, category from history
 
 ),
 
