@@ -10,7 +10,7 @@ export DAGSTER_HOME := $(CURDIR)/dagster_home
 export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 export DO_NOT_TRACK := 1
 
-.PHONY: install run test dev generate lint bench-generate clean
+.PHONY: install run test dev generate lint bench-generate bench-pipeline clean
 
 # Create the virtual environment from the lock file and parse the dbt project.
 $(STAMP): pyproject.toml requirements.lock
@@ -45,6 +45,9 @@ lint: $(STAMP)
 
 bench-generate: $(STAMP)
 	$(BIN)/python benchmarks/generate_bench.py
+
+bench-pipeline: $(STAMP)
+	$(BIN)/python benchmarks/pipeline_bench.py
 
 clean:
 	rm -rf $(VENV) dbt_project/target dbt_project/logs data/warehouse
