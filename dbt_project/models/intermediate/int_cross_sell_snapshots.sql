@@ -23,12 +23,7 @@ spend as (
     select
         days_before_as_of,
         customer_id,
-        sum(case when category = 'Wines' then amount else 0 end) as wines,
-        sum(case when category = 'Meats' then amount else 0 end) as meat,
-        sum(case when category = 'Fish' then amount else 0 end) as fish,
-        sum(case when category = 'Sweets' then amount else 0 end) as sweets,
-        sum(case when category = 'Gold' then amount else 0 end) as gold,
-        sum(case when category = 'Fruits' then amount else 0 end) as fruits
+        {{ category_spend() }}
     from history
     group by days_before_as_of, customer_id
 
@@ -66,8 +61,9 @@ final as (
         spend.days_before_as_of,
         spend.customer_id,
         {{ dataos_cross_sell_score(
-            'spend.wines', 'spend.meat', 'spend.fish',
-            'spend.sweets', 'spend.gold', 'spend.fruits', 'coalesce(purchases.purchases, 0)'
+            'spend.mntwines', 'spend.mntmeatproducts', 'spend.mntfishproducts',
+            'spend.mntsweetproducts', 'spend.mntgoldprods', 'spend.mntfruits',
+            'coalesce(purchases.purchases, 0)'
         ) }} as dataos_cross_sell_score,
         case
             when spend.days_before_as_of = 0 then null

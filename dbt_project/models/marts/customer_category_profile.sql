@@ -30,12 +30,7 @@ category_spend as (
 
     select
         customer_id,
-        sum(case when category = 'Wines' then amount else 0 end) as mntwines,
-        sum(case when category = 'Meats' then amount else 0 end) as mntmeatproducts,
-        sum(case when category = 'Fish' then amount else 0 end) as mntfishproducts,
-        sum(case when category = 'Sweets' then amount else 0 end) as mntsweetproducts,
-        sum(case when category = 'Gold' then amount else 0 end) as mntgoldprods,
-        sum(case when category = 'Fruits' then amount else 0 end) as mntfruits
+        {{ category_spend() }}
     from lines
     group by customer_id
 
