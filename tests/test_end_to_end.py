@@ -95,6 +95,46 @@ def test_materialization_metadata_records_reconciliation_and_schema(built, insta
     assert reasons["after_as_of"] == manifest["defects"]["future_purchase_ts"]
 
 
+def test_sources_record_a_column_profile(built, instance):
+    _, settings, _ = built
+    meta = instance.get_latest_materialization_event(
+        dg.AssetKey("purchase")
+    ).asset_materialization.metadata
+    profile = meta["column_profile"].value
+    assert set(profile) == {
+        "purchase_id",
+        "order_id",
+        "customer_id",
+        "product_id",
+        "purchase_ts",
+        "quantity",
+        "unit_price",
+        "channel",
+        "is_deal",
+        "updated_at",
+    }
+    quantity = profile["quantity"]
+    assert quantity["null_pct"] == 0 and int(quantity["min"]) >= 1
+    assert quantity["q1"] <= quantity["q3"] and quantity["outliers_iqr"] >= 0
+    with duckdb.connect(str(settings.warehouse), read_only=True) as con:
+        low, high = quantity["iqr_fences"]
+        outliers = con.execute(
+            "SELECT count(*) FROM sources.purchase WHERE quantity < ? OR quantity > ?", [low, high]
+        ).fetchall()[0][0]
+        channels = dict(
+            con.execute("SELECT channel, count(*) FROM sources.purchase GROUP BY 1").fetchall()
+        )
+    assert quantity["outliers_iqr"] == outliers
+    assert {t["value"]: t["count"] for t in profile["channel"]["top_values"]} == channels
+    income = (
+        instance.get_latest_materialization_event(dg.AssetKey("customer_info"))
+        .asset_materialization.metadata["column_profile"]
+        .value["income"]
+    )
+    assert 0 < income["null_pct"] < 2  # the generator leaves about 0.5% of incomes unknown
+    assert "| quantity | BIGINT |" in meta["column_profile_table"].value
+
+
 def test_a_missing_source_fails_the_run_with_the_file_named(sample, tmp_path):
     data_dir, _ = sample
     for name in ("customer_info.csv", "product.csv"):

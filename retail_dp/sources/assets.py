@@ -8,7 +8,8 @@ import pandera.pandas as pa
 from retail_dp.descriptors import Catalog, DataProduct, LandingInput
 from retail_dp.resources import LandingZone, ReferenceTime, Warehouse
 from retail_dp.sources.contracts import CONTRACTS, upstream_sources
-from retail_dp.sources.ingest import LoadResult, load_source
+from retail_dp.sources.ingest import LoadResult, load_source, table
+from retail_dp.sources.profile import profile_markdown, profile_table
 
 
 def _table_schema(contract: pa.DataFrameSchema, result: LoadResult) -> dg.TableSchema:
@@ -53,6 +54,7 @@ def build_source_asset(product: DataProduct, contract: pa.DataFrameSchema) -> dg
             result = load_source(
                 con, contract, Path(landing_zone.data_dir), landing.location, as_of, context.run_id
             )
+            profile = profile_table(con, table(contract.name), result.columns)
         if not result.reconciles:
             raise dg.Failure(
                 f"{contract.name}: read {result.rows_read} rows but accepted "
@@ -73,6 +75,8 @@ def build_source_asset(product: DataProduct, contract: pa.DataFrameSchema) -> dg
                 "reconciles": result.reconciles,
                 "dagster/row_count": result.rows_accepted,
                 "dagster/column_schema": _table_schema(contract, result),
+                "column_profile": dg.MetadataValue.json(profile),
+                "column_profile_table": dg.MetadataValue.md(profile_markdown(profile)),
             }
         )
 

@@ -1,0 +1,84 @@
+"""Column profiles of an accepted source table, in the manner of DataOS's Metis, computed in
+SQL so they hold at 20M rows: type, null %, distinct count, min and max, the most frequent
+values and, for numbers, outliers by the IQR rule."""
+
+from __future__ import annotations
+
+import duckdb
+
+from retail_dp.sources.rules import ident
+
+NUMERIC = {"BIGINT", "DOUBLE", "INTEGER"}
+CATEGORICAL = {"VARCHAR", "BOOLEAN"}
+TOP_VALUES = 5
+
+
+def profile_table(
+    con: duckdb.DuckDBPyConnection, table: str, columns: dict[str, str]
+) -> dict[str, dict]:
+    """One entry per column; `columns` maps name -> DuckDB type."""
+    parts = ["count(*) AS n"]
+    for i, (name, typ) in enumerate(columns.items()):
+        col = ident(name)
+        parts += [
+            f"count({col}) AS nn{i}",
+            f"approx_count_distinct({col}) AS d{i}",
+            f"min({col})::VARCHAR AS lo{i}",
+            f"max({col})::VARCHAR AS hi{i}",
+        ]
+        if typ in NUMERIC:
+            parts.append(f"approx_quantile({col}, [0.25, 0.75]) AS q{i}")
+    row = con.execute(f"SELECT {', '.join(parts)} FROM {table}").fetchall()[0]
+    values = iter(row)
+    total = next(values)
+    profile: dict[str, dict] = {}
+    for name, typ in columns.items():
+        non_null, distinct, low, high = (next(values) for _ in range(4))
+        entry = {
+            "type": typ,
+            "null_pct": round(100.0 * (total - non_null) / total, 4) if total else 0.0,
+            "distinct": int(distinct),
+            "min": low,
+            "max": high,
+        }
+        if typ in NUMERIC:
+            q1, q3 = next(values) or (None, None)
+            entry.update(_outliers(con, table, name, q1, q3))
+        if typ in CATEGORICAL:
+            entry["top_values"] = [
+                {"value": v, "count": c}
+                for v, c in con.execute(
+                    f"SELECT {ident(name)}::VARCHAR, count(*) FROM {table} "
+                    f"WHERE {ident(name)} IS NOT NULL GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT ?",
+                    [TOP_VALUES],
+                ).fetchall()
+            ]
+        profile[name] = entry
+    return profile
+
+
+def _outliers(con, table: str, name: str, q1: float | None, q3: float | None) -> dict:
+    if q1 is None or q3 is None:
+        return {"q1": None, "q3": None, "outliers_iqr": 0}
+    spread = 1.5 * (q3 - q1)
+    low, high = q1 - spread, q3 + spread
+    count = con.execute(
+        f"SELECT count(*) FROM {table} WHERE {ident(name)} < ? OR {ident(name)} > ?",
+        [low, high],
+    ).fetchall()[0][0]
+    return {"q1": q1, "q3": q3, "iqr_fences": [low, high], "outliers_iqr": int(count)}
+
+
+def profile_markdown(profile: dict[str, dict]) -> str:
+    """The profile as a table for the Dagster UI."""
+    lines = [
+        "| column | type | null % | distinct | min | max | IQR outliers | top values |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, p in profile.items():
+        top = ", ".join(f"{t['value']} ({t['count']})" for t in p.get("top_values", [])[:3])
+        lines.append(
+            f"| {name} | {p['type']} | {p['null_pct']} | {p['distinct']} | {p['min']} | "
+            f"{p['max']} | {p.get('outliers_iqr', '')} | {top} |"
+        )
+    return "\n".join(lines)
