@@ -89,9 +89,6 @@ class Slo(Strict):
             raise ValueError("only ERROR-severity SLOs can block downstream work")
         return self
 
-    def met_by(self, measured: float) -> bool:
-        return measured >= self.target if self.comparison == ">=" else measured <= self.target
-
 
 class LandingInput(Strict):
     """Where a source-aligned product's files land."""
@@ -222,9 +219,6 @@ class Catalog(BaseModel):
         if len(consumers) != 1:
             raise DescriptorError(f"expected one consumer-aligned product, found {len(consumers)}")
         return consumers[0]
-
-    def sources(self) -> list[DataProduct]:
-        return [p for p in self.products.values() if p.kind == "source-aligned"]
 
     def __getitem__(self, name: str) -> DataProduct:
         return self.products[name]

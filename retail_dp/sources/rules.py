@@ -130,15 +130,3 @@ def row_rules(schema: pa.DataFrameSchema, raw: str, as_of_literal: str) -> list[
             )
         )
     return rules
-
-
-def warning_predicates(schema: pa.DataFrameSchema) -> dict[str, list[tuple[pa.Check, str]]]:
-    """Per column, the warn-only checks as SQL over typed columns (TRUE = valid)."""
-    return {
-        name: [
-            (check, check_predicate(check, ident(name)))
-            for check in column.checks
-            if check.raise_warning
-        ]
-        for name, column in schema.columns.items()
-    }

@@ -40,18 +40,11 @@ purchases as (
 
 new_category_buyers as (
 
-    select distinct cutoffs.days_before_as_of, lines.customer_id
-    from lines
-    inner join cutoffs
-        on lines.purchase_ts > cutoffs.cutoff
-        and lines.purchase_ts <= {{ dbt.dateadd('day', 90, 'cutoffs.cutoff') }}
-    where cutoffs.days_before_as_of >= 90
-        and not exists (
-            select 1 from bought
-            where bought.days_before_as_of = cutoffs.days_before_as_of
-                and bought.customer_id = lines.customer_id
-                and bought.category = lines.category
-        )
+    -- a new category is one the customer had not bought by the snapshot: exactly the
+    -- candidate rows of int_cross_sell_features
+    select distinct days_before_as_of, customer_id
+    from {{ ref('int_cross_sell_features') }}
+    where bought_next_90d = 1
 
 ),
 
