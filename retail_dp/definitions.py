@@ -6,13 +6,17 @@ import dagster as dg
 from dagster_dbt import DbtCliResource
 
 from retail_dp.analytics.assets import build_clv_assets, build_cross_sell_assets
+from retail_dp.automation import automation_sensor, landing_sensor, refresh_schedule, with_policies
 from retail_dp.descriptors import Catalog
+from retail_dp.quality.checks import build_slo_checks
+from retail_dp.quality.dbt_sources import build_source_test_checks
 from retail_dp.resources import LandingZone, ReferenceTime, Warehouse
 from retail_dp.settings import Settings
 from retail_dp.sources.assets import build_source_assets
 from retail_dp.transform.assets import build_dbt_assets, dbt_executable, dbt_project
 
 REFRESH_JOB = "refresh_cross_sell"
+CHECK_JOB = "check_cross_sell"
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:
@@ -23,24 +27,31 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         selection=dg.AssetSelection.all(),
         description="Load the landing zone, build every mart and run every check.",
     )
+    checks_only = dg.define_asset_job(
+        CHECK_JOB,
+        selection=dg.AssetSelection.all_asset_checks(),
+        description="Run every check against the warehouse as it stands, materializing nothing "
+        "(what `retail-dp check` runs).",
+    )
     consumer = catalog.consumer
-    return dg.Definitions(
-        assets=[
-            *build_source_assets(catalog),
+    sources = [with_policies(a, catalog, eager=False) for a in build_source_assets(catalog)]
+    downstream = [
+        with_policies(a, catalog, eager=True)
+        for a in (
             build_dbt_assets(project, catalog),
             build_clv_assets(consumer),
             build_cross_sell_assets(consumer),
+        )
+    ]
+    return dg.Definitions(
+        assets=[*sources, *downstream],
+        asset_checks=[
+            *build_slo_checks(catalog, project.manifest_path),
+            *filter(None, [build_source_test_checks(project.manifest_path, consumer.alerts)]),
         ],
-        jobs=[refresh],
-        schedules=[
-            dg.ScheduleDefinition(
-                name=f"{consumer.name}_refresh",
-                job=refresh,
-                cron_schedule=consumer.refresh.cron,
-                execution_timezone=consumer.refresh.timezone,
-                description=f"Refresh {consumer.title} as its descriptor declares.",
-            )
-        ],
+        jobs=[refresh, checks_only],
+        schedules=[refresh_schedule(catalog, refresh)],
+        sensors=[landing_sensor(catalog, refresh), automation_sensor()],
         resources={
             "warehouse": Warehouse(
                 database=str(settings.warehouse), memory_limit=settings.duckdb_memory_limit

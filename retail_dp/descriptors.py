@@ -78,6 +78,8 @@ class Slo(Strict):
     unit: Literal["ratio", "hours"]
     severity: Literal["ERROR", "WARN"] = "ERROR"
     blocking: bool = True
+    # freshness only: the timestamp column that dates the data (else: when the files landed)
+    column: Annotated[str, Field(pattern=IDENTIFIER)] | None = None
 
     @model_validator(mode="after")
     def _check_target(self) -> Slo:
@@ -120,6 +122,13 @@ class Refresh(Strict):
         return value
 
 
+class Alerts(Strict):
+    """Where incidents are posted. RETAIL_DP_WEBHOOK_URL in the environment overrides it."""
+
+    webhook_url: Annotated[str, Field(pattern=r"^https?://")] | None = None
+    timeout_seconds: Annotated[float, Field(gt=0, le=60)] = 5.0
+
+
 class DataProduct(Strict):
     name: Annotated[str, Field(pattern=IDENTIFIER)]
     title: str
@@ -136,6 +145,7 @@ class DataProduct(Strict):
     outputs: Annotated[list[Output], Field(min_length=1)]
     slos: dict[SloCategory, Slo]
     refresh: Refresh
+    alerts: Alerts = Alerts()
 
     @model_validator(mode="after")
     def _check_shape(self) -> DataProduct:

@@ -28,10 +28,12 @@ class ReferenceTime(dg.ConfigurableResource):
 
     as_of: str | None = None
 
-    def resolve(self, context: dg.AssetExecutionContext) -> datetime:
+    def resolve(
+        self, context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext
+    ) -> datetime:
         if self.as_of:
             return parse_as_of(self.as_of)
-        record = context.instance.get_run_record_by_id(context.run_id)
+        record = context.instance.get_run_record_by_id(context.run.run_id)
         started = record.create_timestamp if record else datetime.now(UTC)
         return started.astimezone(UTC).replace(tzinfo=None, microsecond=0)
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import dagster as dg
 import pandera.pandas as pa
 
-from retail_dp.descriptors import Catalog, DataProduct, LandingInput
+from retail_dp.descriptors import Catalog, DataProduct, LandingInput, SloCategory
 from retail_dp.resources import LandingZone, ReferenceTime, Warehouse
 from retail_dp.sources.contracts import CONTRACTS, upstream_sources
 from retail_dp.sources.ingest import LoadResult, load_source, table
@@ -52,7 +52,13 @@ def build_source_asset(product: DataProduct, contract: pa.DataFrameSchema) -> dg
         as_of = reference_time.resolve(context)
         with warehouse.get_connection() as con:
             result = load_source(
-                con, contract, Path(landing_zone.data_dir), landing.location, as_of, context.run_id
+                con,
+                contract,
+                Path(landing_zone.data_dir),
+                landing.location,
+                as_of,
+                context.run_id,
+                freshness_column=product.slos[SloCategory.freshness].column,
             )
             profile = profile_table(con, table(contract.name), result.columns)
         if not result.reconciles:
@@ -68,6 +74,7 @@ def build_source_asset(product: DataProduct, contract: pa.DataFrameSchema) -> dg
             metadata={
                 "as_of": as_of.isoformat(sep=" "),
                 "files": result.files,
+                "landing_fingerprint": result.audit.fingerprint,
                 "rows_read": result.rows_read,
                 "rows_accepted": result.rows_accepted,
                 "rows_quarantined": result.rows_quarantined,

@@ -14,7 +14,13 @@ from pathlib import Path
 import duckdb
 import pandera.pandas as pa
 
-from retail_dp.sources.landing import check_file_columns, find_landing_files, reader_sql
+from retail_dp.sources.audit import LandingAudit, audit_judgement, save_audit
+from retail_dp.sources.landing import (
+    LandingFiles,
+    check_file_columns,
+    find_landing_files,
+    reader_sql,
+)
 from retail_dp.sources.rules import Rule, duckdb_type, ident, literal, row_rules
 
 SCHEMA = "sources"
@@ -43,6 +49,7 @@ class LoadResult:
     rows_quarantined: int
     quarantined_by_reason: dict[str, int] = field(default_factory=dict)
     columns: dict[str, str] = field(default_factory=dict)
+    audit: LandingAudit | None = None
 
     @property
     def reconciles(self) -> bool:
@@ -96,20 +103,17 @@ def _cross_table_rules(schema: pa.DataFrameSchema) -> tuple[list[str], list[Rule
     return joins, rules
 
 
-def load_source(
+def judge(
     con: duckdb.DuckDBPyConnection,
     schema: pa.DataFrameSchema,
-    data_dir: Path,
-    location: str,
+    files: LandingFiles,
     as_of: datetime,
-    run_id: str | None = None,
-) -> LoadResult:
-    """Validate and load one source; returns the reconciliation figures."""
-    source = schema.name
-    files = find_landing_files(data_dir, location, source)
-    for path in files.all:
-        check_file_columns(con, path, schema)
-    ensure_schema(con)
+) -> int:
+    """Read the landing files into temp tables `_raw` (as read) and `_checked` (typed, with each
+    row's verdict: `_reason`, `_field`, `_detail`, NULL when accepted). Returns rows read.
+
+    Writes nothing but temp tables: the quality checks use it to audit a landing zone that has
+    not been loaded."""
     columns = list(schema.columns)
     key, newest_by = schema.metadata["key"], schema.metadata["newest_by"]
     as_of_sql = f"TIMESTAMP '{as_of.isoformat(sep=' ', timespec='seconds')}'"
@@ -121,8 +125,6 @@ def load_source(
     typed = ", ".join(
         f"TRY_CAST(r.{ident(c)} AS {duckdb_type(schema.columns[c])}) AS {ident(c)}" for c in columns
     )
-    raw_cols = ", ".join(f"r.{ident(c)}" for c in columns)
-
     con.execute(
         f"CREATE OR REPLACE TEMP TABLE _raw AS "
         f"SELECT row_number() OVER () AS _row, * FROM ({reader_sql(files, columns)})"
@@ -152,33 +154,64 @@ def load_source(
         )
         FROM ranked"""
     )
-    select_cols = ", ".join(ident(c) for c in columns)
-    con.execute("BEGIN TRANSACTION")
+    return rows_read
+
+
+def drop_judgement(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute("DROP TABLE IF EXISTS _raw")
+    con.execute("DROP TABLE IF EXISTS _checked")
+
+
+def load_source(
+    con: duckdb.DuckDBPyConnection,
+    schema: pa.DataFrameSchema,
+    data_dir: Path,
+    location: str,
+    as_of: datetime,
+    run_id: str | None = None,
+    freshness_column: str | None = None,
+) -> LoadResult:
+    """Validate and load one source; returns the reconciliation figures.
+
+    The accepted table, the source's quarantine rows and its landing audit (the figures the
+    quality checks measure) are replaced in one transaction."""
+    source = schema.name
+    files = find_landing_files(data_dir, location, source)
+    for path in files.all:
+        check_file_columns(con, path, schema)
+    ensure_schema(con)
+    columns = list(schema.columns)
+    raw_cols = ", ".join(f"r.{ident(c)}" for c in columns)
     try:
-        con.execute(
-            f"CREATE OR REPLACE TABLE {table(source)} AS SELECT {select_cols} "
-            f"FROM _checked WHERE _reason IS NULL ORDER BY _row"
-        )
-        con.execute(f"DELETE FROM {QUARANTINE} WHERE source = ?", [source])
-        con.execute(
-            f"""INSERT INTO {QUARANTINE}
-            SELECT ?, c._file, c._row, c._reason, c._field, c._detail,
-                   to_json(struct_pack({raw_cols})), ?, ?, now()::TIMESTAMP
-            FROM _checked c JOIN _raw r USING (_row)
-            WHERE c._reason IS NOT NULL ORDER BY c._row""",
-            [source, as_of, run_id],
-        )
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
+        rows_read = judge(con, schema, files, as_of)
+        audit = audit_judgement(con, schema, files, rows_read, as_of, freshness_column, run_id)
+        select_cols = ", ".join(ident(c) for c in columns)
+        con.execute("BEGIN TRANSACTION")
+        try:
+            con.execute(
+                f"CREATE OR REPLACE TABLE {table(source)} AS SELECT {select_cols} "
+                f"FROM _checked WHERE _reason IS NULL ORDER BY _row"
+            )
+            con.execute(f"DELETE FROM {QUARANTINE} WHERE source = ?", [source])
+            con.execute(
+                f"""INSERT INTO {QUARANTINE}
+                SELECT ?, c._file, c._row, c._reason, c._field, c._detail,
+                       to_json(struct_pack({raw_cols})), ?, ?, now()::TIMESTAMP
+                FROM _checked c JOIN _raw r USING (_row)
+                WHERE c._reason IS NOT NULL ORDER BY c._row""",
+                [source, as_of, run_id],
+            )
+            save_audit(con, audit)
+            con.execute("COMMIT")
+        except Exception:
+            con.execute("ROLLBACK")
+            raise
     finally:
-        con.execute("DROP TABLE IF EXISTS _raw")
-        con.execute("DROP TABLE IF EXISTS _checked")
-    return _result(con, source, files, columns, schema, rows_read)
+        drop_judgement(con)
+    return _result(con, source, files, columns, schema, rows_read, audit)
 
 
-def _result(con, source, files, columns, schema, rows_read: int) -> LoadResult:
+def _result(con, source, files, columns, schema, rows_read: int, audit) -> LoadResult:
     accepted = con.execute(f"SELECT count(*) FROM {table(source)}").fetchall()[0][0]
     by_reason = dict(
         con.execute(
@@ -195,4 +228,5 @@ def _result(con, source, files, columns, schema, rows_read: int) -> LoadResult:
         rows_quarantined=quarantined,
         quarantined_by_reason=by_reason,
         columns={c: duckdb_type(schema.columns[c]) for c in columns},
+        audit=audit,
     )

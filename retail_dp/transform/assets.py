@@ -2,7 +2,8 @@
 
 A translator driven by dbt `meta` (`data_product`) and the descriptors puts the owning data
 product's group, owners and tags on every model, so the catalog shows products as declared.
-dbt tests, on sources included, become asset checks.
+dbt tests on the models become asset checks; the tests on sources run in the sources' own check
+ops (quality/dbt_sources.py), so the sources' blocking checks gate this op.
 """
 
 import json
@@ -22,6 +23,8 @@ from dagster_dbt import (
 )
 
 from retail_dp.descriptors import Catalog
+from retail_dp.quality import incidents
+from retail_dp.quality.checks import dbt_test_evaluation
 from retail_dp.resources import ReferenceTime, Warehouse
 
 DBT_INPUTS = ("models", "macros", "seeds", "dbt_project.yml", "profiles.yml")
@@ -31,7 +34,7 @@ class DataProductTranslator(DagsterDbtTranslator):
     def __init__(self, catalog: Catalog):
         super().__init__(
             settings=DagsterDbtTranslatorSettings(
-                enable_asset_checks=True, enable_source_tests_as_checks=True
+                enable_asset_checks=True, enable_source_tests_as_checks=False
             )
         )
         self.catalog = catalog
@@ -105,6 +108,20 @@ def build_dbt_assets(project: DbtProject, catalog: Catalog) -> dg.AssetsDefiniti
             "warehouse": warehouse.database,
             "memory_limit": warehouse.memory_limit,
         }
-        yield from dbt.cli(["build", "--vars", json.dumps(dbt_vars)], context=context).stream()
+        outcomes = []
+        for event in dbt.cli(["build", "--vars", json.dumps(dbt_vars)], context=context).stream():
+            if isinstance(event, dg.AssetCheckResult):
+                outcomes.append(dbt_test_evaluation(event, catalog.consumer.name))
+            yield event
+        # dbt has exited and released the warehouse: open or resolve incidents for its tests
+        alerts = catalog.consumer.alerts
+        with warehouse.get_connection() as con:
+            incidents.record(
+                con,
+                outcomes,
+                context.run_id,
+                incidents.webhook_url(alerts.webhook_url),
+                alerts.timeout_seconds,
+            )
 
     return _models

@@ -1,0 +1,122 @@
+"""The SLO checks as Dagster asset checks: one check op per asset, one check per SLO category.
+
+Each check is its own op step after its asset, so it can run alone (`retail-dp check`) and a
+blocking one stops the work downstream of its asset when it fails with ERROR severity. Severity
+and blocking come from the owning data product's descriptor. Failures open incidents.
+"""
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import dagster as dg
+
+from retail_dp.analytics.assets import COLUMNS as PYTHON_MART_COLUMNS
+from retail_dp.descriptors import Catalog
+from retail_dp.quality import incidents
+from retail_dp.quality.marts import mart_checks
+from retail_dp.quality.slo import MeasureContext, SloCheck, category_of_dbt_test
+from retail_dp.quality.sources import source_checks
+from retail_dp.resources import LandingZone, ReferenceTime, Warehouse
+
+
+def declared_columns(manifest_path: Path) -> dict[str, dict[str, str]]:
+    """Each mart's declared column types: dbt YAML `data_type`, and the Python marts' list."""
+    manifest = json.loads(manifest_path.read_text())
+    declared: dict[str, dict[str, str]] = {}
+    for node in manifest["nodes"].values():
+        if node["resource_type"] == "model" and node["fqn"][1] == "marts":
+            declared[f"marts/{node['name']}"] = {
+                name: (col.get("data_type") or "").upper() for name, col in node["columns"].items()
+            }
+    for asset, columns in PYTHON_MART_COLUMNS.items():
+        declared[asset] = {name: typ for name, typ, _ in columns}
+    return declared
+
+
+def all_slo_checks(catalog: Catalog, manifest_path: Path) -> list[SloCheck]:
+    return source_checks(catalog) + mart_checks(catalog.consumer, declared_columns(manifest_path))
+
+
+def evaluation(check: SloCheck, result: dg.AssetCheckResult) -> incidents.Evaluation:
+    meta = result.metadata
+    measured = meta.get("measured")
+    return incidents.Evaluation(
+        asset=check.asset.to_user_string(),
+        check_name=check.name,
+        passed=result.passed,
+        severity=check.slo.severity,
+        slo_category=check.category.value,
+        measured=getattr(measured, "value", measured),
+        target=check.slo.target,
+        comparison=check.slo.comparison,
+        detail=result.description,
+        data_product=check.product.name,
+    )
+
+
+def dbt_test_evaluation(result: dg.AssetCheckResult, data_product: str) -> incidents.Evaluation:
+    failed_rows = result.metadata.get("dagster_dbt/failed_row_count")
+    return incidents.Evaluation(
+        asset=result.asset_key.to_user_string(),
+        check_name=result.check_name,
+        passed=result.passed,
+        severity=result.severity.value,
+        slo_category=category_of_dbt_test(result.check_name).value,
+        measured=getattr(failed_rows, "value", failed_rows),
+        target=0,
+        comparison="failing rows =",
+        detail="dbt test",
+        data_product=data_product,
+    )
+
+
+def _checks_for(asset: dg.AssetKey, checks: list[SloCheck]) -> dg.AssetChecksDefinition:
+    product = checks[0].product
+
+    @dg.multi_asset_check(
+        name="slo_checks_" + "__".join(asset.path),
+        specs=[c.spec() for c in checks],
+        can_subset=True,
+        description=f"The {product.title} SLOs measured on {asset.to_user_string()}.",
+    )
+    def _run(
+        context: dg.AssetCheckExecutionContext,
+        warehouse: Warehouse,
+        landing_zone: LandingZone,
+        reference_time: ReferenceTime,
+    ):
+        as_of = reference_time.resolve(context)
+        selected = [c for c in checks if c.key in context.selected_asset_check_keys]
+        with warehouse.get_connection() as con:
+            ctx = MeasureContext(con, as_of, landing_zone.path, context.run.run_id)
+            results = [c.evaluate(ctx) for c in selected]
+            evaluations = [evaluation(c, r) for c, r in zip(selected, results, strict=False)]
+            incidents.record(
+                con,
+                evaluations,
+                context.run.run_id,
+                incidents.webhook_url(product.alerts.webhook_url),
+                product.alerts.timeout_seconds,
+            )
+        log_evaluations(context, evaluations)
+        yield from results
+
+    return _run
+
+
+def log_evaluations(context: dg.AssetCheckExecutionContext, evaluations) -> None:
+    for ev in evaluations:
+        level = context.log.info if ev.passed else context.log.warning
+        level(
+            f"{ev.asset}:{ev.check_name} [{ev.slo_category}] "
+            f"{'passed' if ev.passed else 'FAILED'}: measured {ev.measured}, "
+            f"target {ev.comparison} {ev.target}"
+        )
+
+
+def build_slo_checks(catalog: Catalog, manifest_path: Path) -> list[dg.AssetChecksDefinition]:
+    by_asset: dict[dg.AssetKey, list[SloCheck]] = defaultdict(list)
+    for check in all_slo_checks(catalog, manifest_path):
+        by_asset[check.asset].append(check)
+    return [_checks_for(asset, checks) for asset, checks in by_asset.items()]

@@ -1,0 +1,136 @@
+"""One SLO check: what it measures, how the measured value meets the descriptor's target, and
+the metadata every check result carries (the UI, `retail-dp check` and the hub read it)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import duckdb
+
+from retail_dp.descriptors import DataProduct, Slo, SloCategory
+
+# Check names and the SLO category of dbt tests, by test name.
+SLO_CHECK_PREFIX = "slo_"
+DBT_TEST_CATEGORIES = {
+    "not_null": SloCategory.completeness,
+    "unique": SloCategory.uniqueness,
+    "unique_combination": SloCategory.uniqueness,
+    "accepted_values": SloCategory.validity,
+    "relationships": SloCategory.accuracy,
+}
+
+
+@dataclass(frozen=True)
+class MeasureContext:
+    con: duckdb.DuckDBPyConnection
+    as_of: datetime
+    data_dir: Path
+    run_id: str | None
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """`value` is compared with the target. `violation` fails the check whatever the value
+    (e.g. a null customer_id among accepted rows); `None` value means it could not be measured."""
+
+    value: float | None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    violation: str | None = None
+
+
+@dataclass(frozen=True)
+class SloCheck:
+    asset: dg.AssetKey
+    product: DataProduct
+    category: SloCategory
+    description: str
+    measure: Callable[[MeasureContext], Measurement]
+
+    @property
+    def slo(self) -> Slo:
+        return self.product.slos[self.category]
+
+    @property
+    def name(self) -> str:
+        return f"{SLO_CHECK_PREFIX}{self.category.value}"
+
+    @property
+    def key(self) -> dg.AssetCheckKey:
+        return dg.AssetCheckKey(self.asset, self.name)
+
+    def spec(self) -> dg.AssetCheckSpec:
+        slo = self.slo
+        return dg.AssetCheckSpec(
+            self.name,
+            asset=self.asset,
+            description=f"[{self.category.value}] {self.description} "
+            f"SLO: {slo.objective} (target {slo.comparison} {slo.target:g} {slo.unit}).",
+            blocking=slo.blocking,
+            metadata={
+                "slo_category": self.category.value,
+                "target": slo.target,
+                "comparison": slo.comparison,
+                "unit": slo.unit,
+                "severity": slo.severity,
+                "blocking": slo.blocking,
+                "data_product": self.product.name,
+            },
+        )
+
+    def evaluate(self, ctx: MeasureContext) -> dg.AssetCheckResult:
+        try:
+            measured = self.measure(ctx)
+        except duckdb.Error as exc:  # a missing table or column is a failed check, not a crash
+            measured = Measurement(None, violation=f"cannot measure: {exc}".splitlines()[0])
+        passed = measured.violation is None and meets(self.slo, measured.value)
+        return dg.AssetCheckResult(
+            asset_key=self.asset,
+            check_name=self.name,
+            passed=passed,
+            severity=dg.AssetCheckSeverity(self.slo.severity),
+            description=measured.violation,
+            metadata=result_metadata(self, measured, ctx),
+        )
+
+
+def meets(slo: Slo, value: float | None) -> bool:
+    if value is None:
+        return False
+    return value >= slo.target if slo.comparison == ">=" else value <= slo.target
+
+
+def result_metadata(check: SloCheck, measured: Measurement, ctx: MeasureContext) -> dict:
+    slo = check.slo
+    meta: dict[str, Any] = {
+        "slo_category": check.category.value,
+        "measured": measured.value if measured.value is not None else "not measured",
+        "target": slo.target,
+        "comparison": slo.comparison,
+        "unit": slo.unit,
+        "severity": slo.severity,
+        "blocking": slo.blocking,
+        "as_of": ctx.as_of.isoformat(sep=" "),
+    }
+    if measured.violation:
+        meta["violation"] = measured.violation
+    for name, value in measured.metadata.items():
+        meta[name] = dg.MetadataValue.json(value) if isinstance(value, dict | list) else value
+    return meta
+
+
+def ratio(bad: int, total: int) -> float:
+    """1 - bad/total, rounded for display; an empty table is fully good."""
+    return round(1.0 - bad / total, 6) if total else 1.0
+
+
+def category_of_dbt_test(check_name: str) -> SloCategory:
+    """The SLO category of a dbt test check, from the test's name (`not_null_<model>_<col>`)."""
+    for prefix, category in sorted(DBT_TEST_CATEGORIES.items(), key=lambda kv: -len(kv[0])):
+        if check_name.startswith(prefix + "_") or check_name.startswith("source_" + prefix + "_"):
+            return category
+    return SloCategory.accuracy
