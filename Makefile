@@ -10,7 +10,7 @@ export DAGSTER_HOME := $(CURDIR)/dagster_home
 export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 export DO_NOT_TRACK := 1
 
-.PHONY: install run test dev generate lint bench-generate bench-pipeline clean
+.PHONY: install run check slo test dev generate lint bench-generate bench-pipeline clean
 
 # Create the virtual environment from the lock file and parse the dbt project.
 $(STAMP): pyproject.toml requirements.lock
@@ -32,6 +32,13 @@ generate: $(STAMP)
 
 run: $(STAMP) $(DATA_DIR)/manifest.json
 	$(BIN)/retail-dp run
+
+# Run every asset check against the warehouse as it stands; non-zero if an ERROR check fails.
+check: $(STAMP)
+	$(BIN)/retail-dp check --junit-xml data/warehouse/checks.junit.xml
+
+slo: $(STAMP)
+	$(BIN)/retail-dp slo
 
 test: $(STAMP)
 	$(BIN)/pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 1; fi; exit $$rc

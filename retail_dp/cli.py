@@ -8,6 +8,7 @@ import sys
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+from retail_dp.quality.report import SLO_CATEGORIES
 from retail_dp.resources import parse_as_of
 from retail_dp.settings import Settings
 
@@ -63,6 +64,29 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="materialize every asset and run every check")
     _location_args(run)
 
+    check = sub.add_parser(
+        "check",
+        help="run the asset checks against the warehouse as it stands (no materialization)",
+        description="Run the asset checks (SLO checks and dbt tests) against the warehouse as "
+        "it stands, record them in the Dagster instance and print one row per check. Exit "
+        "status: 0 if no ERROR check failed, 1 if one did (or a check could not run), 2 on "
+        "a bad selection or a missing warehouse.",
+    )
+    _location_args(check)
+    check.add_argument(
+        "--select",
+        nargs="+",
+        metavar="ASSET_OR_CHECK",
+        help="asset keys (purchase, marts/fct_purchase), asset:check keys or check names",
+    )
+    check.add_argument(
+        "--category", nargs="+", choices=SLO_CATEGORIES, help="only checks of these SLO categories"
+    )
+    check.add_argument("--junit-xml", type=Path, metavar="FILE", help="also write JUnit XML")
+
+    slo = sub.add_parser("slo", help="SLO attainment per category over the last runs")
+    slo.add_argument("--runs", type=int, default=10, help="how many recent runs (default 10)")
+
     sub.add_parser("prepare", help="parse the dbt project so the code location can load")
     return parser
 
@@ -98,6 +122,28 @@ def main(argv: list[str] | None = None) -> int:
         report = run_refresh(settings, as_of=args.as_of)
         print(format_report(report))
         return 0 if report.ok else 1
+    if args.command == "check":
+        from retail_dp.quality.report import junit_xml
+        from retail_dp.runner import SelectionError, format_check_report, run_checks
+
+        settings = Settings.from_env(data_dir=args.data_dir, warehouse=args.warehouse)
+        try:
+            report = run_checks(
+                settings, as_of=args.as_of, select=args.select, categories=args.category
+            )
+        except (SelectionError, FileNotFoundError) as exc:
+            print(f"retail-dp check: {exc}", file=sys.stderr)
+            return 2
+        print(format_check_report(report))
+        if args.junit_xml:
+            junit_xml(report.rows, args.junit_xml, report.seconds)
+            print(f"JUnit XML: {args.junit_xml}")
+        return 0 if report.ok else 1
+    if args.command == "slo":
+        from retail_dp.runner import slo_report
+
+        print(slo_report(Settings.from_env(), args.runs))
+        return 0
     return 2
 
 

@@ -8,6 +8,7 @@ from dagster_dbt import DbtCliResource
 from retail_dp.analytics.assets import build_clv_assets, build_cross_sell_assets
 from retail_dp.automation import automation_sensor, landing_sensor, refresh_schedule, with_policies
 from retail_dp.descriptors import Catalog
+from retail_dp.quality.assets import build_slo_attainment_asset
 from retail_dp.quality.checks import build_slo_checks
 from retail_dp.quality.dbt_sources import build_source_test_checks
 from retail_dp.resources import LandingZone, ReferenceTime, Warehouse
@@ -19,7 +20,7 @@ REFRESH_JOB = "refresh_cross_sell"
 CHECK_JOB = "check_cross_sell"
 
 
-def build_definitions(settings: Settings) -> dg.Definitions:
+def build_definitions(settings: Settings, extra_jobs=()) -> dg.Definitions:
     catalog = Catalog.load(settings.descriptors_dir)
     project = dbt_project(settings.dbt_project_dir)
     refresh = dg.define_asset_job(
@@ -43,13 +44,18 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             build_cross_sell_assets(consumer),
         )
     ]
+    checks = [
+        *build_slo_checks(catalog, project.manifest_path),
+        *filter(None, [build_source_test_checks(project.manifest_path, consumer.alerts)]),
+    ]
+    check_keys = [k for d in [*sources, *downstream, *checks] for k in d.check_keys]
+    downstream.append(
+        with_policies(build_slo_attainment_asset(consumer, check_keys), catalog, eager=True)
+    )
     return dg.Definitions(
         assets=[*sources, *downstream],
-        asset_checks=[
-            *build_slo_checks(catalog, project.manifest_path),
-            *filter(None, [build_source_test_checks(project.manifest_path, consumer.alerts)]),
-        ],
-        jobs=[refresh, checks_only],
+        asset_checks=checks,
+        jobs=[refresh, checks_only, *extra_jobs],
         schedules=[refresh_schedule(catalog, refresh)],
         sensors=[landing_sensor(catalog, refresh), automation_sensor()],
         resources={

@@ -78,6 +78,8 @@ class Slo(Strict):
     unit: Literal["ratio", "hours"]
     severity: Literal["ERROR", "WARN"] = "ERROR"
     blocking: bool = True
+    # share of this category's check evaluations that must pass over recent runs (`retail-dp slo`)
+    attainment: Annotated[float, Field(ge=0, le=1)] = 0.95
     # freshness only: the timestamp column that dates the data (else: when the files landed)
     column: Annotated[str, Field(pattern=IDENTIFIER)] | None = None
 

@@ -11,9 +11,15 @@ import dagster as dg
 import duckdb
 
 from retail_dp.definitions import REFRESH_JOB, build_definitions
+from retail_dp.quality.report import CheckRow, category_of, format_table, row_of
 from retail_dp.settings import Settings
 
-LAYER_SCHEMAS = ("sources", "reference", "staging", "intermediate", "marts")
+LAYER_SCHEMAS = ("sources", "reference", "staging", "intermediate", "marts", "monitor")
+AD_HOC_CHECK_JOB = "retail_dp_check"
+
+
+class SelectionError(ValueError):
+    """`--select` or `--category` matches no check."""
 
 
 @dataclass
@@ -56,6 +62,42 @@ def instance_for(home: Path) -> dg.DagsterInstance:
     return dg.DagsterInstance.from_config(str(home))
 
 
+def _run_config(as_of: datetime, log_level: str = "INFO") -> dict:
+    return {
+        "resources": {"reference_time": {"config": {"as_of": as_of.isoformat()}}},
+        # progress on the console; every event stays in the instance for the UI
+        "loggers": {"console": {"config": {"log_level": log_level}}},
+    }
+
+
+def _failure(result, ignore_failed_checks: bool = False) -> str | None:
+    """The root cause of each failed step. A step that failed only because a blocking check
+    failed can be left out: the check table already says so."""
+    if result.success:
+        return None
+    failures = [
+        e
+        for e in result.all_events
+        if e.is_step_failure
+        and not (
+            ignore_failed_checks
+            and e.step_failure_data
+            and e.step_failure_data.error
+            and _root_class(e.step_failure_data.error) == "DagsterAssetCheckFailedError"
+        )
+    ]
+    if ignore_failed_checks and not failures:
+        return None
+    return (
+        "; ".join(
+            f"{e.step_key}: {_root_cause(e.step_failure_data.error)}"
+            for e in failures
+            if e.step_failure_data and e.step_failure_data.error
+        )
+        or "the run failed"
+    )
+
+
 def run_refresh(
     settings: Settings,
     as_of: datetime | None = None,
@@ -71,26 +113,12 @@ def run_refresh(
     instance = instance or instance_for(settings.dagster_home)
     result = job.execute_in_process(
         instance=instance,
-        run_config={
-            "resources": {"reference_time": {"config": {"as_of": as_of.isoformat()}}},
-            # progress on the console; every event stays in the instance for the UI
-            "loggers": {"console": {"config": {"log_level": "INFO"}}},
-        },
+        run_config=_run_config(as_of),
         raise_on_error=False,
         asset_selection=[dg.AssetKey.from_user_string(k) for k in selection] if selection else None,
         tags={"retail_dp/as_of": as_of.isoformat(sep=" ")},
     )
-    failure = None
-    if not result.success:
-        failures = [e for e in result.all_events if e.is_step_failure]
-        failure = (
-            "; ".join(
-                f"{e.step_key}: {_root_cause(e.step_failure_data.error)}"
-                for e in failures
-                if e.step_failure_data and e.step_failure_data.error
-            )
-            or "the run failed"
-        )
+    failure = _failure(result)
     report = RunReport(
         run_id=result.run_id,
         success=result.success,
@@ -120,6 +148,12 @@ def run_refresh(
     if settings.warehouse.exists():
         _read_warehouse(report)
     return report
+
+
+def _root_class(error) -> str:
+    while error.cause is not None:
+        error = error.cause
+    return error.cls_name or ""
 
 
 def _root_cause(error) -> str:
@@ -177,3 +211,118 @@ def format_report(report: RunReport) -> str:
         "Open the UI: make dev, then http://127.0.0.1:3000 (lineage, checks and this run)",
     ]
     return "\n".join(lines)
+
+
+@dataclass
+class CheckReport:
+    run_id: str
+    success: bool
+    as_of: datetime
+    seconds: float
+    rows: list[CheckRow]
+    failure: str | None = None
+
+    @property
+    def failed_error_checks(self) -> list[CheckRow]:
+        return [r for r in self.rows if not r.passed and r.severity == "ERROR"]
+
+    @property
+    def ok(self) -> bool:
+        return self.success and not self.failed_error_checks
+
+
+def select_checks(
+    defs: dg.Definitions, select: list[str] | None, categories: list[str] | None
+) -> list[dg.AssetCheckKey]:
+    """Check keys matching `select` (an asset key, `asset:check` or a check name) and
+    `categories` (SLO categories)."""
+    graph = defs.resolve_asset_graph()
+    keys = sorted(graph.asset_check_keys, key=lambda k: k.to_user_string())
+    if select:
+        wanted = []
+        for key in keys:
+            asset, full = key.asset_key.to_user_string(), key.to_user_string()
+            if any(s in (asset, full, key.name) for s in select):
+                wanted.append(key)
+        unknown = [s for s in select if not any(
+            s in (k.asset_key.to_user_string(), k.to_user_string(), k.name) for k in keys)]
+        if unknown:
+            raise SelectionError(f"--select {unknown[0]!r} matches no asset or check")
+        keys = wanted
+    if categories:
+        keys = [
+            k for k in keys
+            if category_of(k.name, dict(graph.get_check_spec(k).metadata or {})) in categories
+        ]
+    if not keys:
+        raise SelectionError("the selection matches no check")
+    return keys
+
+
+def run_checks(
+    settings: Settings,
+    as_of: datetime | None = None,
+    instance: dg.DagsterInstance | None = None,
+    select: list[str] | None = None,
+    categories: list[str] | None = None,
+) -> CheckReport:
+    """Run asset checks against the warehouse as it stands: no asset is materialized. The
+    evaluations are recorded in the instance, so the UI shows them beside the refresh runs'."""
+    started = time.perf_counter()
+    as_of = as_of or datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+    if not settings.warehouse.exists():
+        raise FileNotFoundError(
+            f"{settings.warehouse}: no warehouse to check; build it first (retail-dp run)"
+        )
+    defs = build_definitions(settings)
+    keys = select_checks(defs, select, categories)
+    job = dg.define_asset_job(AD_HOC_CHECK_JOB, selection=dg.AssetSelection.checks(*keys))
+    defs = build_definitions(settings, extra_jobs=[job])
+    instance = instance or instance_for(settings.dagster_home)
+    result = defs.resolve_job_def(AD_HOC_CHECK_JOB).execute_in_process(
+        instance=instance,
+        run_config=_run_config(as_of, log_level="WARNING"),
+        raise_on_error=False,
+        tags={"retail_dp/as_of": as_of.isoformat(sep=" "), "retail_dp/trigger": "check"},
+    )
+    rows = sorted(
+        (row_of(e) for e in result.get_asset_check_evaluations()),
+        key=lambda r: (r.asset, r.check),
+    )
+    return CheckReport(
+        run_id=result.run_id,
+        success=result.success,
+        as_of=as_of,
+        seconds=time.perf_counter() - started,
+        rows=rows,
+        failure=_failure(result, ignore_failed_checks=True),
+    )
+
+
+def format_check_report(report: CheckReport) -> str:
+    failed = [r for r in report.rows if not r.passed]
+    lines = [
+        format_table(report.rows),
+        "",
+        f"{len(report.rows)} checks: {len(report.rows) - len(failed)} passed, "
+        f"{len(report.failed_error_checks)} failed (ERROR), "
+        f"{len(failed) - len(report.failed_error_checks)} warnings; as_of "
+        f"{report.as_of.isoformat(sep=' ')} UTC; {report.seconds:.1f} s; run {report.run_id}",
+    ]
+    for r in report.failed_error_checks:
+        lines.append(f"FAILED {r.asset}:{r.check} [{r.category}] measured {r.measured}, "
+                     f"target {r.target}" + (f" - {r.detail}" if r.detail else ""))
+    if report.failure:
+        lines.append(f"error: {report.failure}")
+    return "\n".join(lines)
+
+
+def slo_report(settings: Settings, runs: int, instance: dg.DagsterInstance | None = None) -> str:
+    from retail_dp.descriptors import Catalog
+    from retail_dp.quality.report import format_attainment, slo_attainment
+
+    defs = build_definitions(settings)
+    keys = list(defs.resolve_asset_graph().asset_check_keys)
+    consumer = Catalog.load(settings.descriptors_dir).consumer
+    rows = slo_attainment(instance or instance_for(settings.dagster_home), keys, consumer, runs)
+    return format_attainment(rows, runs)
