@@ -28,6 +28,11 @@ class CheckOutcome:
     check: str
     passed: bool
     severity: str
+    metadata: dict = field(default_factory=dict)
+
+    @property
+    def measured(self):
+        return self.metadata.get("measured")
 
 
 @dataclass
@@ -135,6 +140,7 @@ def run_refresh(
                 check=e.check_name,
                 passed=e.passed,
                 severity=e.severity.value,
+                metadata={k: getattr(v, "value", v) for k, v in e.metadata.items()},
             )
             for e in result.get_asset_check_evaluations()
         ],
@@ -244,14 +250,20 @@ def select_checks(
             asset, full = key.asset_key.to_user_string(), key.to_user_string()
             if any(s in (asset, full, key.name) for s in select):
                 wanted.append(key)
-        unknown = [s for s in select if not any(
-            s in (k.asset_key.to_user_string(), k.to_user_string(), k.name) for k in keys)]
+        unknown = [
+            s
+            for s in select
+            if not any(
+                s in (k.asset_key.to_user_string(), k.to_user_string(), k.name) for k in keys
+            )
+        ]
         if unknown:
             raise SelectionError(f"--select {unknown[0]!r} matches no asset or check")
         keys = wanted
     if categories:
         keys = [
-            k for k in keys
+            k
+            for k in keys
             if category_of(k.name, dict(graph.get_check_spec(k).metadata or {})) in categories
         ]
     if not keys:
@@ -310,8 +322,10 @@ def format_check_report(report: CheckReport) -> str:
         f"{report.as_of.isoformat(sep=' ')} UTC; {report.seconds:.1f} s; run {report.run_id}",
     ]
     for r in report.failed_error_checks:
-        lines.append(f"FAILED {r.asset}:{r.check} [{r.category}] measured {r.measured}, "
-                     f"target {r.target}" + (f" - {r.detail}" if r.detail else ""))
+        lines.append(
+            f"FAILED {r.asset}:{r.check} [{r.category}] measured {r.measured}, "
+            f"target {r.target}" + (f" - {r.detail}" if r.detail else "")
+        )
     if report.failure:
         lines.append(f"error: {report.failure}")
     return "\n".join(lines)

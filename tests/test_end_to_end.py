@@ -36,6 +36,7 @@ ALL_ASSETS = {
     "marts/clv_model_parameters",
     "marts/cross_sell_recommendations",
     "marts/cross_sell_model",
+    "monitor/slo_attainment",
 }
 
 
@@ -43,7 +44,16 @@ def test_every_asset_materializes_and_every_check_passes(built):
     report, _, _ = built
     assert report.ok, report.failure
     assert set(report.materialized) == ALL_ASSETS
-    assert len(report.checks) >= 20
+    assert len(report.checks) >= 100
+    categories = {c.metadata.get("slo_category") for c in report.checks}
+    assert categories >= {
+        "completeness",
+        "uniqueness",
+        "freshness",
+        "validity",
+        "schema",
+        "accuracy",
+    }
     assert all(c.passed for c in report.checks), [c for c in report.checks if not c.passed]
 
 

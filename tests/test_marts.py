@@ -1,5 +1,6 @@
 """The consumer-aligned marts: hand-computed edge cases, the mlxtend oracle, planted structure."""
 
+import shutil
 from pathlib import Path
 
 import dagster as dg
@@ -32,8 +33,23 @@ DBT_MARTS = sorted(ALL_ASSETS - MODEL_FITS)
 @pytest.fixture(scope="module")
 def edge(tmp_path_factory) -> duckdb.DuckDBPyConnection:
     """The hand-written dataset, built through the real pipeline up to the dbt marts."""
-    warehouse = tmp_path_factory.mktemp("edge") / "edge.duckdb"
-    settings = Settings.from_env(data_dir=EDGE_CASES, warehouse=warehouse)
+    root = tmp_path_factory.mktemp("edge")
+    warehouse = root / "edge.duckdb"
+    # eight hand-written lines, one deliberately after as_of: 87.5% valid, below the 95% SLO
+    # that would (rightly) block the marts; this dataset tests the marts' SQL, so relax it
+    descriptors = root / "data_products"
+    shutil.copytree(Settings().descriptors_dir, descriptors)
+    purchase = descriptors / "purchase.yaml"
+    text = purchase.read_text()
+    relaxed = text.replace(
+        'validity: {objective: "At least 95% of rows valid", target: 0.95',
+        'validity: {objective: "At least 80% of rows valid", target: 0.8',
+    )
+    assert relaxed != text
+    purchase.write_text(relaxed)
+    settings = Settings.from_env(
+        data_dir=EDGE_CASES, warehouse=warehouse, descriptors_dir=descriptors
+    )
     report = run_refresh(
         settings, as_of=AS_OF, instance=dg.DagsterInstance.ephemeral(), selection=DBT_MARTS
     )

@@ -344,6 +344,7 @@ def _mart_checks(spec: MartSpec, product: DataProduct, columns: dict[str, str]) 
             ratio(len(problems), checked),
             {"expected_columns": columns, "problems": problems},
             None if found else f"{table} does not exist",
+            note="; ".join(problems[:5]) or None,
         )
 
     measures = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
@@ -26,6 +26,7 @@ class CheckRow:
     passed: bool
     severity: str
     detail: str | None = None
+    metadata: dict = field(default_factory=dict)
 
     @property
     def status(self) -> str:
@@ -59,11 +60,13 @@ def row_of(evaluation: dg.AssetCheckEvaluation) -> CheckRow:
         check=evaluation.check_name,
         category=category_of(evaluation.check_name, meta),
         measured=f"{measured:.4g}" if isinstance(measured, float) else str(measured),
-        target=f"{comparison} {target:g} {unit}".strip() if isinstance(target, int | float)
+        target=f"{comparison} {target:g} {unit}".strip()
+        if isinstance(target, int | float)
         else str(target),
         passed=evaluation.passed,
         severity=evaluation.severity.value,
         detail=evaluation.description,
+        metadata={k: _value(meta, k) for k in meta},
     )
 
 
@@ -75,7 +78,9 @@ def format_table(rows: list[CheckRow]) -> str:
     widths = [min(max(len(c[i]) for c in cells), 60) for i in range(len(header))]
     lines = []
     for n, cell in enumerate(cells):
-        lines.append("  ".join(str(v)[:60].ljust(w) for v, w in zip(cell, widths)).rstrip())
+        lines.append(
+            "  ".join(str(v)[:60].ljust(w) for v, w in zip(cell, widths, strict=False)).rstrip()
+        )
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)
@@ -85,17 +90,34 @@ def junit_xml(rows: list[CheckRow], path: Path, seconds: float) -> None:
     """One testcase per check (classname = asset). A failed ERROR check is a <failure>; a failed
     WARN check passes, with the warning in <system-out> and its properties."""
     failures = [r for r in rows if not r.passed and r.severity == "ERROR"]
-    suites = ET.Element("testsuites", name="retail_dp checks", tests=str(len(rows)),
-                        failures=str(len(failures)), errors="0", time=f"{seconds:.3f}")
-    suite = ET.SubElement(suites, "testsuite", name="retail_dp.asset_checks",
-                          tests=str(len(rows)), failures=str(len(failures)), errors="0",
-                          skipped="0", time=f"{seconds:.3f}")
+    suites = ET.Element(
+        "testsuites",
+        name="retail_dp checks",
+        tests=str(len(rows)),
+        failures=str(len(failures)),
+        errors="0",
+        time=f"{seconds:.3f}",
+    )
+    suite = ET.SubElement(
+        suites,
+        "testsuite",
+        name="retail_dp.asset_checks",
+        tests=str(len(rows)),
+        failures=str(len(failures)),
+        errors="0",
+        skipped="0",
+        time=f"{seconds:.3f}",
+    )
     for r in rows:
         case = ET.SubElement(suite, "testcase", classname=r.asset, name=r.check, time="0")
         props = ET.SubElement(case, "properties")
-        for name, value in (("slo_category", r.category), ("measured", r.measured),
-                            ("target", r.target), ("severity", r.severity),
-                            ("status", r.status)):
+        for name, value in (
+            ("slo_category", r.category),
+            ("measured", r.measured),
+            ("target", r.target),
+            ("severity", r.severity),
+            ("status", r.status),
+        ):
             ET.SubElement(props, "property", name=name, value=value)
         message = f"{r.asset}:{r.check} [{r.category}] measured {r.measured}, target {r.target}"
         if not r.passed and r.severity == "ERROR":

@@ -41,6 +41,7 @@ class Measurement:
     value: float | None
     metadata: dict[str, Any] = field(default_factory=dict)
     violation: str | None = None
+    note: str | None = None  # what went wrong, when the value alone misses the target
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,7 @@ class SloCheck:
             check_name=self.name,
             passed=passed,
             severity=dg.AssetCheckSeverity(self.slo.severity),
-            description=measured.violation,
+            description=measured.violation or (None if passed else measured.note),
             metadata=result_metadata(self, measured, ctx),
         )
 

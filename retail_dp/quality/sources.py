@@ -147,12 +147,12 @@ def _source_checks(product: DataProduct, schema: pa.DataFrameSchema) -> list[Slo
         for col, typ in expected.items():
             checked += 1
             if warehouse.get(col) != typ:
-                problems.append(
-                    f"{table(schema.name)}.{col}: expected {typ}, found {warehouse.get(col, 'no column')}"
-                )
+                found = warehouse.get(col, "no column")
+                problems.append(f"{table(schema.name)}.{col}: expected {typ}, found {found}")
         return Measurement(
             ratio(len(problems), checked),
             {"expected_columns": expected, "problems": problems[:50]},
+            note="; ".join(problems[:5]) or None,
         )
 
     def accuracy(ctx: MeasureContext) -> Measurement:

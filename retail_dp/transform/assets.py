@@ -25,6 +25,7 @@ from dagster_dbt import (
 from retail_dp.descriptors import Catalog
 from retail_dp.quality import incidents
 from retail_dp.quality.checks import dbt_test_evaluation
+from retail_dp.quality.slo import category_of_dbt_test
 from retail_dp.resources import ReferenceTime, Warehouse
 
 DBT_INPUTS = ("models", "macros", "seeds", "dbt_project.yml", "profiles.yml")
@@ -56,6 +57,26 @@ class DataProductTranslator(DagsterDbtTranslator):
             group_name=product.name,
             owners=product.owners,
             tags={**spec.tags, **product.dagster_tags, "layer": layer},
+        )
+
+    def get_asset_check_spec(
+        self,
+        asset_spec: dg.AssetSpec,
+        manifest: Mapping[str, Any],
+        unique_id: str,
+        project: DbtProject | None,
+    ) -> dg.AssetCheckSpec | None:
+        spec = super().get_asset_check_spec(asset_spec, manifest, unique_id, project)
+        if spec is None:
+            return None
+        category = category_of_dbt_test(spec.name).value
+        return dg.AssetCheckSpec(
+            spec.name,
+            asset=spec.asset_key,
+            description=f"[{category}] dbt test {spec.name}. {spec.description or ''}".strip(),
+            additional_deps=spec.additional_deps,
+            blocking=spec.blocking,
+            metadata={**(spec.metadata or {}), "slo_category": category},
         )
 
 
