@@ -293,7 +293,7 @@ def run_checks(
     instance = instance or instance_for(settings.dagster_home)
     result = defs.resolve_job_def(AD_HOC_CHECK_JOB).execute_in_process(
         instance=instance,
-        run_config=_run_config(as_of, log_level="WARNING"),
+        run_config=_run_config(as_of, log_level="CRITICAL"),
         raise_on_error=False,
         tags={"retail_dp/as_of": as_of.isoformat(sep=" "), "retail_dp/trigger": "check"},
     )

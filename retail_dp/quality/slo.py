@@ -13,6 +13,7 @@ import dagster as dg
 import duckdb
 
 from retail_dp.descriptors import DataProduct, Slo, SloCategory
+from retail_dp.sources.landing import LandingError
 
 # Check names and the SLO category of dbt tests, by test name.
 SLO_CHECK_PREFIX = "slo_"
@@ -86,6 +87,8 @@ class SloCheck:
     def evaluate(self, ctx: MeasureContext) -> dg.AssetCheckResult:
         try:
             measured = self.measure(ctx)
+        except LandingError as exc:  # a landing file that breaks the contract's columns
+            measured = Measurement(None, violation=str(exc))
         except duckdb.Error as exc:  # a missing table or column is a failed check, not a crash
             measured = Measurement(None, violation=f"cannot measure: {exc}".splitlines()[0])
         passed = measured.violation is None and meets(self.slo, measured.value)

@@ -25,7 +25,7 @@ from retail_dp.sources.audit import (
 )
 from retail_dp.sources.contracts import CONTRACTS
 from retail_dp.sources.ingest import QUARANTINE, drop_judgement, judge, table
-from retail_dp.sources.landing import LandingError, find_landing_files
+from retail_dp.sources.landing import LandingError, check_file_columns, find_landing_files
 
 
 def freshness_column(product: DataProduct) -> str | None:
@@ -41,6 +41,8 @@ def current_audit(
     stored = load_audit(ctx.con, schema.name)
     if stored and stored.fingerprint == fingerprint(files) and stored.as_of == _iso(ctx.as_of):
         return stored, f"landing files as loaded by run {stored.run_id}"
+    for path in files.all:
+        check_file_columns(ctx.con, path, schema)  # names the file and column, not a SQL error
     try:
         rows = judge(ctx.con, schema, files, ctx.as_of)
         audit = audit_judgement(
@@ -105,6 +107,13 @@ def _source_checks(product: DataProduct, schema: pa.DataFrameSchema) -> list[Slo
                 "rejected_by_rule": invalid,
                 "kept_but_invalid": audit.warnings,
             },
+            note=", ".join(
+                f"{n} {why}"
+                for why, n in sorted({**invalid, **audit.warnings}.items(), key=lambda kv: -kv[1])[
+                    :3
+                ]
+            )
+            or None,
         )
 
     def freshness(ctx: MeasureContext) -> Measurement:
