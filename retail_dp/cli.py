@@ -10,7 +10,7 @@ from pathlib import Path
 
 from retail_dp.quality.report import SLO_CATEGORIES
 from retail_dp.resources import parse_as_of
-from retail_dp.settings import Settings
+from retail_dp.settings import OPENAPI_DOC, Settings
 
 
 def _date(value: str) -> date:
@@ -45,6 +45,7 @@ def _location_args(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="retail-dp", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    defaults = Settings()
 
     gen = sub.add_parser("generate", help="write a realistic sample landing zone")
     gen.add_argument("--customers", type=int, default=2240)
@@ -86,6 +87,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     slo = sub.add_parser("slo", help="SLO attainment per category over the last runs")
     slo.add_argument("--runs", type=int, default=10, help="how many recent runs (default 10)")
+
+    serve = sub.add_parser(
+        "serve", help="the delivery service (REST, GraphQL) on the published snapshot"
+    )
+    serve.add_argument(
+        "--warehouse",
+        type=Path,
+        help=f"the warehouse whose published/ snapshots to serve (default: {defaults.warehouse})",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000, help="default 8000")
+    serve.add_argument("--policies", type=Path, help=f"default: {defaults.policies}")
+
+    openapi = sub.add_parser(
+        "openapi", help="write the delivery service's contracts (OpenAPI, GraphQL SDL)"
+    )
+    openapi.add_argument("--out", type=Path, default=OPENAPI_DOC.parent, help="a folder")
 
     sub.add_parser("prepare", help="parse the dbt project so the code location can load")
     return parser
@@ -143,6 +161,26 @@ def main(argv: list[str] | None = None) -> int:
         from retail_dp.runner import slo_report
 
         print(slo_report(Settings.from_env(), args.runs))
+        return 0
+    if args.command == "serve":
+        import uvicorn
+
+        from retail_dp.delivery.api import create_app
+        from retail_dp.delivery.service import DeliveryService
+
+        settings = Settings.from_env(warehouse=args.warehouse, policies=args.policies)
+        app = create_app(DeliveryService(settings))
+        print(f"retail_dp delivery service: http://{args.host}:{args.port}/ (docs at /docs)")
+        print(f"serving the snapshots published under {settings.warehouse.parent / 'published'}")
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+        return 0
+    if args.command == "openapi":
+        from retail_dp.delivery.api import contract_documents
+
+        args.out.mkdir(parents=True, exist_ok=True)
+        for name, text in contract_documents(Settings.from_env()).items():
+            (args.out / name).write_text(text)
+            print(f"wrote {args.out / name}")
         return 0
     return 2
 

@@ -7,6 +7,7 @@ from dagster_dbt import DbtCliResource
 
 from retail_dp.analytics.assets import build_clv_assets, build_cross_sell_assets
 from retail_dp.automation import automation_sensor, landing_sensor, refresh_schedule, with_policies
+from retail_dp.delivery.assets import build_publish_asset
 from retail_dp.descriptors import Catalog
 from retail_dp.quality.assets import build_slo_attainment_asset
 from retail_dp.quality.checks import build_slo_checks
@@ -39,7 +40,7 @@ def build_definitions(settings: Settings, extra_jobs=()) -> dg.Definitions:
     downstream = [
         with_policies(a, catalog, eager=True)
         for a in (
-            build_dbt_assets(project, catalog),
+            *build_dbt_assets(project, catalog),
             build_clv_assets(consumer),
             build_cross_sell_assets(consumer),
         )
@@ -49,9 +50,10 @@ def build_definitions(settings: Settings, extra_jobs=()) -> dg.Definitions:
         *filter(None, [build_source_test_checks(project.manifest_path, consumer.alerts)]),
     ]
     check_keys = [k for d in [*sources, *downstream, *checks] for k in d.check_keys]
-    downstream.append(
-        with_policies(build_slo_attainment_asset(consumer, check_keys), catalog, eager=True)
-    )
+    downstream += [
+        with_policies(build_slo_attainment_asset(consumer, check_keys), catalog, eager=True),
+        with_policies(build_publish_asset(consumer, check_keys), catalog, eager=True),
+    ]
     return dg.Definitions(
         assets=[*sources, *downstream],
         asset_checks=checks,

@@ -37,6 +37,9 @@ ALL_ASSETS = {
     "marts/cross_sell_recommendations",
     "marts/cross_sell_model",
     "monitor/slo_attainment",
+    "semantic/customer_value",
+    "semantic/metricflow_time_spine",
+    "published/snapshot",
 }
 
 

@@ -16,6 +16,7 @@ import dagster as dg
 import duckdb
 import pytest
 
+from retail_dp.delivery.snapshots import current_name, published_dir
 from retail_dp.generator.landing import GenerateRequest, generate
 from retail_dp.quality import incidents
 from retail_dp.runner import run_checks, run_refresh
@@ -94,6 +95,7 @@ def defective(built, tmp_path_factory):
     warehouse = root / "wh" / "retail_dp.duckdb"
     warehouse.parent.mkdir()
     shutil.copy(settings.warehouse, warehouse)
+    shutil.copytree(published_dir(settings.warehouse), published_dir(warehouse))
     before = mart_fingerprints(warehouse)
     receiver = Receiver()
     old = os.environ.get(incidents.WEBHOOK_ENV)
@@ -123,6 +125,11 @@ def test_blocking_failure_stops_the_marts_and_keeps_them_byte_for_byte(defective
     assert not [a for a in report.materialized if a.startswith(("marts/", "staging/"))]
     assert "purchase" not in report.materialized  # it waits on customer_info's checks too
     assert mart_fingerprints(settings.warehouse) == before
+    # consumers keep the last good snapshot: nothing was published
+    assert "published/snapshot" not in report.materialized
+    published = published_dir(settings.warehouse)
+    assert len(list((published / "snapshots").glob("*.duckdb"))) == 1
+    assert current_name(published) == next((published / "snapshots").glob("*.duckdb")).name
 
 
 def test_customer_defects_trip_their_checks_with_the_measured_value(defective):

@@ -202,3 +202,34 @@ def format_attainment(rows: list[Attainment], runs: int) -> str:
             f"{a.objective:>10.1%}  {status}"
         )
     return "\n".join(lines)
+
+
+def latest_checks(instance: dg.DagsterInstance, check_keys: list[dg.AssetCheckKey]) -> list[dict]:
+    """The latest evaluation of every check, as plain rows (what a snapshot publishes)."""
+    done = {AssetCheckExecutionRecordStatus.SUCCEEDED, AssetCheckExecutionRecordStatus.FAILED}
+    rows = []
+    for key in check_keys:
+        history = instance.event_log_storage.get_asset_check_execution_history(
+            key, limit=1, status=done
+        )
+        evaluation = (
+            history[0].event.asset_check_evaluation if history and history[0].event else None
+        )
+        if evaluation is None:
+            continue
+        row = row_of(evaluation)
+        rows.append(
+            {
+                "asset": row.asset,
+                "check": row.check,
+                "category": row.category,
+                "measured": row.measured,
+                "target": row.target,
+                "severity": row.severity,
+                "status": row.status,
+                "detail": row.detail,
+                "run_id": history[0].run_id,
+                "evaluated_at": history[0].create_timestamp,
+            }
+        )
+    return sorted(rows, key=lambda r: (r["asset"], r["check"]))

@@ -111,12 +111,32 @@ def _files(path: Path) -> Iterator[Path]:
         yield from (p for p in path.rglob("*") if p.is_file())
 
 
-def build_dbt_assets(project: DbtProject, catalog: Catalog) -> dg.AssetsDefinition:
+SEMANTIC_TAG = "tag:semantic"
+
+
+def build_dbt_assets(project: DbtProject, catalog: Catalog) -> list[dg.AssetsDefinition]:
+    """Two dbt steps: the models up to the marts, then the semantic layer's tables, which read
+    the marts the model fits write in between."""
+    return [
+        _dbt_step(project, catalog, "cross_sell_dbt_models", exclude=SEMANTIC_TAG),
+        _dbt_step(project, catalog, "semantic_layer_dbt_models", select=SEMANTIC_TAG),
+    ]
+
+
+def _dbt_step(
+    project: DbtProject,
+    catalog: Catalog,
+    name: str,
+    select: str = "fqn:*",
+    exclude: str | None = None,
+) -> dg.AssetsDefinition:
     @dbt_assets(
         manifest=project.manifest_path,
         project=project,
         dagster_dbt_translator=DataProductTranslator(catalog),
-        name="cross_sell_dbt_models",
+        name=name,
+        select=select,
+        exclude=exclude,
     )
     def _models(
         context: dg.AssetExecutionContext,

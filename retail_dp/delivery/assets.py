@@ -1,0 +1,61 @@
+"""`published/snapshot`: the write-audit-publish step that consumers see.
+
+It runs after every mart, the semantic layer's tables and the SLO report, so Dagster runs it
+only when their blocking checks passed; a failed check leaves the previous snapshot serving.
+"""
+
+from pathlib import Path
+
+import dagster as dg
+
+from retail_dp.delivery.snapshots import PUBLISHED_SCHEMAS, publish, published_dir
+from retail_dp.descriptors import DataProduct
+from retail_dp.quality.assets import MART_DEPS
+from retail_dp.quality.report import latest_checks
+from retail_dp.resources import ReferenceTime, Warehouse
+
+SNAPSHOT_KEY = dg.AssetKey(["published", "snapshot"])
+DEPS = (
+    *MART_DEPS,
+    "semantic/customer_value",
+    "semantic/metricflow_time_spine",
+    "monitor/slo_attainment",
+)
+
+
+def build_publish_asset(
+    consumer: DataProduct, check_keys: list[dg.AssetCheckKey]
+) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=SNAPSHOT_KEY,
+        deps=[dg.AssetKey.from_user_string(k) for k in DEPS],
+        group_name=consumer.name,
+        owners=consumer.owners,
+        tags={**consumer.dagster_tags, "layer": "published"},
+        kinds={"duckdb"},
+        description="A read-only copy of the schemas consumers read ("
+        + ", ".join(PUBLISHED_SCHEMAS)
+        + ") with the latest check results, swapped in atomically for the delivery service.",
+    )
+    def published_snapshot(
+        context: dg.AssetExecutionContext, warehouse: Warehouse, reference_time: ReferenceTime
+    ) -> dg.MaterializeResult:
+        checks = latest_checks(context.instance, check_keys)
+        target = published_dir(Path(warehouse.database))
+        with warehouse.get_connection() as con:
+            path, info = publish(
+                con, target, context.run_id, reference_time.resolve(context), checks
+            )
+        failed = [c for c in checks if c["status"] == "FAILED"]
+        context.log.info(f"published {path.name}: {len(info.tables)} tables, {len(checks)} checks")
+        return dg.MaterializeResult(
+            metadata={
+                "snapshot": info.snapshot_id,
+                "path": dg.MetadataValue.path(str(path)),
+                "tables": dg.MetadataValue.json(info.tables),
+                "checks": len(checks),
+                "failed_error_checks": len(failed),
+            }
+        )
+
+    return published_snapshot

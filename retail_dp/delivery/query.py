@@ -1,0 +1,191 @@
+"""The `/v1/load` query, Cube/Lens style, and its translation into a MetricFlow request.
+
+Member names are looked up in the semantic model (never spliced in as given); filter values
+become `$pN` parameters bound at execution. Nothing a caller sends reaches the SQL text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from retail_dp.delivery.semantic import GRANULARITIES, Dimension, SemanticError, SemanticModel
+
+DEFAULT_LIMIT = 1_000
+MAX_LIMIT = 50_000
+
+Operator = Literal[
+    "equals",
+    "notEquals",
+    "in",
+    "notIn",
+    "contains",
+    "notContains",
+    "startsWith",
+    "gt",
+    "gte",
+    "lt",
+    "lte",
+    "set",
+    "notSet",
+    "inDateRange",
+    "beforeDate",
+    "afterDate",
+]
+Value = str | int | float | bool
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Filter(_Model):
+    member: str = Field(description="A dimension, e.g. customer.country_code")
+    operator: Operator
+    values: list[Value] = Field(default=[], max_length=1000)
+
+    @model_validator(mode="after")
+    def _arity(self) -> Filter:
+        n = len(self.values)
+        if self.operator in ("set", "notSet") and n:
+            raise ValueError(f"{self.operator} takes no values")
+        if self.operator in ("gt", "gte", "lt", "lte", "beforeDate", "afterDate") and n != 1:
+            raise ValueError(f"{self.operator} takes exactly one value")
+        if self.operator == "inDateRange" and n != 2:
+            raise ValueError("inDateRange takes two values: [from, to]")
+        if self.operator not in ("set", "notSet") and n == 0:
+            raise ValueError(f"{self.operator} needs at least one value")
+        if self.operator in ("inDateRange", "beforeDate", "afterDate"):
+            for v in self.values:
+                date.fromisoformat(str(v))  # a clear 422 for a malformed date
+        return self
+
+
+class TimeDimension(_Model):
+    dimension: str = Field(description="A time dimension, e.g. purchase.purchase_date")
+    granularity: Literal["day", "week", "month", "quarter", "year"] | None = None
+    dateRange: list[date] | None = Field(default=None, min_length=2, max_length=2)
+
+
+class LoadQuery(_Model):
+    measures: list[str] = Field(default=[], max_length=50)
+    dimensions: list[str] = Field(default=[], max_length=50)
+    timeDimensions: list[TimeDimension] = Field(default=[], max_length=5)
+    filters: list[Filter] = Field(default=[], max_length=50)
+    segments: list[str] = Field(default=[], max_length=20)
+    order: dict[str, Literal["asc", "desc"]] = Field(
+        default={}, description="member -> asc|desc, applied in the given order"
+    )
+    limit: int | None = Field(
+        default=None, ge=1, le=MAX_LIMIT, description=f"default {DEFAULT_LIMIT}, max {MAX_LIMIT}"
+    )
+    offset: int = Field(default=0, ge=0, le=10_000_000)
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> LoadQuery:
+        grouped = [t for t in self.timeDimensions if t.granularity]
+        if not (self.measures or self.dimensions or grouped):
+            raise ValueError("ask for at least one measure or dimension")
+        return self
+
+
+@dataclass
+class Plan:
+    """A validated query: what to compile, the values to bind, how to shape the rows."""
+
+    measures: list[str]  # MetricFlow metric names
+    group_by: list[tuple[str, str]]  # (MetricFlow name, API member)
+    where: list[str]  # MetricFlow filters with $pN placeholders
+    params: dict[str, Value | date] = field(default_factory=dict)
+    order: list[tuple[str, str]] = field(default_factory=list)  # (output column, asc|desc)
+    members: list[str] = field(default_factory=list)  # everything the caller asked for
+    dimensions: dict[str, Dimension] = field(default_factory=dict)  # output member -> dimension
+
+    def bind(self, value: Value | date) -> str:
+        name = f"p{len(self.params) + 1}"
+        self.params[name] = value
+        return f"${name}"
+
+
+def _ref(dim: Dimension) -> str:
+    if dim.type == "time":
+        return f"{{{{ TimeDimension('{dim.mf_name()}', 'day') }}}}"
+    return f"{{{{ Dimension('{dim.mf_name()}') }}}}"
+
+
+def filter_sql(plan: Plan, dim: Dimension, operator: str, values: list) -> str:
+    """One filter as a MetricFlow where clause; every value is a bound parameter."""
+    col = _ref(dim)
+    if dim.type == "time":
+        values = [date.fromisoformat(str(v)) if isinstance(v, str) else v for v in values]
+    if operator in ("equals", "in", "notEquals", "notIn"):
+        marks = ", ".join(plan.bind(v) for v in values)
+        negate = operator in ("notEquals", "notIn")
+        return f"({col} IS NULL OR {col} NOT IN ({marks}))" if negate else f"{col} IN ({marks})"
+    if operator in ("contains", "notContains", "startsWith"):
+        fn = "starts_with" if operator == "startsWith" else "contains"
+        tests = " OR ".join(
+            f"{fn}(lower(CAST({col} AS VARCHAR)), lower(CAST({plan.bind(str(v))} AS VARCHAR)))"
+            for v in values
+        )
+        return f"NOT coalesce({tests}, false)" if operator == "notContains" else f"({tests})"
+    comparisons = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<=", "beforeDate": "<",
+                   "afterDate": ">"}  # fmt: skip
+    if operator in comparisons:
+        return f"{col} {comparisons[operator]} {plan.bind(values[0])}"
+    if operator == "set":
+        return f"{col} IS NOT NULL"
+    if operator == "notSet":
+        return f"{col} IS NULL"
+    if operator == "inDateRange":
+        return f"{col} BETWEEN {plan.bind(values[0])} AND {plan.bind(values[1])}"
+    raise SemanticError(f"unknown operator {operator!r}")
+
+
+def plan_query(model: SemanticModel, query: LoadQuery) -> Plan:
+    """Resolve members against the model. Access and masking are the policy layer's concern."""
+    plan = Plan(measures=[], group_by=[], where=[])
+    for name in query.measures:
+        plan.measures.append(model.measure(name).name)
+        plan.members.append(name)
+    for name in query.dimensions:
+        dim = model.dimension(name)
+        if dim.type == "time":
+            raise SemanticError(f"{name!r} is a time dimension: put it in timeDimensions")
+        plan.group_by.append((dim.mf_name(), name))
+        plan.dimensions[name] = dim
+        plan.members.append(name)
+    for td in query.timeDimensions:
+        dim = model.dimension(td.dimension)
+        if dim.type != "time":
+            raise SemanticError(f"{td.dimension!r} is not a time dimension")
+        plan.members.append(td.dimension)
+        if td.granularity:
+            assert td.granularity in GRANULARITIES
+            member = f"{td.dimension}.{td.granularity}"
+            plan.group_by.append((dim.mf_name(td.granularity), member))
+            plan.dimensions[member] = dim
+        if td.dateRange:
+            plan.where.append(filter_sql(plan, dim, "inDateRange", list(td.dateRange)))
+    for f in query.filters:
+        dim = model.dimension(f.member)
+        plan.where.append(filter_sql(plan, dim, f.operator, f.values))
+        plan.members.append(f.member)
+    for name in query.segments:
+        segment = model.segment(name)
+        spec = segment.filter
+        plan.where.append(
+            filter_sql(plan, model.dimension(spec["member"]), spec["operator"], spec["values"])
+        )
+        plan.members.append(name)
+    outputs = {member: mf for mf, member in plan.group_by}
+    outputs.update({f"{model.measure(n).table}.{model.measure(n).name}": model.measure(n).name
+                    for n in query.measures})  # fmt: skip
+    for member, direction in query.order.items():
+        if member not in outputs:
+            raise SemanticError(f"order by {member!r}: only queried members can order the rows")
+        plan.order.append((outputs[member], direction))
+    return plan

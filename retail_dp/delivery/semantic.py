@@ -1,0 +1,284 @@
+"""The semantic model as the delivery service sees it: MetricFlow's compiled manifest, named in
+the API's members (`table.member`), with the PII classification from the dbt models' column
+meta. Every query is compiled to SQL by MetricFlow; values are never part of the SQL text.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from metricflow.engine.metricflow_engine import MetricFlowEngine, MetricFlowQueryRequest
+from metricflow.protocols.sql_client import SqlEngine
+from metricflow.sql.render.duckdb_renderer import DuckDbSqlPlanRenderer
+from metricflow_semantics.model.dbt_manifest_parser import (
+    parse_manifest_from_dbt_generated_manifest,
+)
+from metricflow_semantics.model.semantic_manifest_lookup import SemanticManifestLookup
+
+GRANULARITIES = ("day", "week", "month", "quarter", "year")
+
+
+class SemanticError(ValueError):
+    """A query the semantic model cannot answer; the message says why (HTTP 400)."""
+
+
+@dataclass(frozen=True)
+class Dimension:
+    table: str
+    name: str
+    label: str
+    description: str
+    type: str  # categorical | time
+    entity: str  # MetricFlow entity path
+    pii: bool = False
+    masking: str | None = None  # redact | hash | partial
+
+    @property
+    def member(self) -> str:
+        return f"{self.table}.{self.name}"
+
+    def mf_name(self, granularity: str | None = None) -> str:
+        base = f"{self.entity}__{self.name}"
+        return f"{base}__{granularity}" if granularity else base
+
+
+@dataclass(frozen=True)
+class Measure:
+    table: str
+    name: str  # the MetricFlow metric
+    label: str
+    description: str
+    unit: str | None
+    kind: str  # simple | ratio | ...
+
+    @property
+    def member(self) -> str:
+        return f"{self.table}.{self.name}"
+
+
+@dataclass(frozen=True)
+class Segment:
+    table: str
+    name: str
+    description: str
+    filter: dict
+
+    @property
+    def member(self) -> str:
+        return f"{self.table}.{self.name}"
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    label: str
+    description: str
+    relation: str
+    dimensions: tuple[Dimension, ...]
+    measures: tuple[Measure, ...]
+    segments: tuple[Segment, ...]
+
+
+@dataclass
+class CompiledQuery:
+    sql: str
+    columns: list[tuple[str, str]]  # (mf output column, API member)
+
+
+class _CompileOnly:
+    """MetricFlow's SqlClient protocol for compiling: DuckDB's dialect, no execution (the
+    service runs the SQL itself on the published snapshot, with bound parameters)."""
+
+    sql_engine_type = SqlEngine.DUCKDB
+    sql_plan_renderer = DuckDbSqlPlanRenderer()
+
+    def query(self, stmt, sql_bind_parameter_set=None):
+        raise NotImplementedError("compile only")
+
+    execute = dry_run = query
+
+    def close(self) -> None:
+        pass
+
+    def render_bind_parameter_key(self, bind_parameter_key: str) -> str:
+        return f"${bind_parameter_key}"
+
+
+@dataclass
+class SemanticModel:
+    tables: dict[str, Table]
+    database: str  # the catalog MetricFlow's SQL names; the snapshot is attached under it
+    engine: MetricFlowEngine = field(repr=False)
+    _cache: OrderedDict = field(default_factory=OrderedDict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @classmethod
+    def load(cls, target_dir: Path) -> SemanticModel:
+        """From dbt's target/ (semantic_manifest.json and manifest.json, written by dbt parse)."""
+        semantic_path = target_dir / "semantic_manifest.json"
+        if not semantic_path.exists():
+            raise FileNotFoundError(f"{semantic_path}: missing; run `retail-dp prepare`")
+        raw = json.loads(semantic_path.read_text())
+        columns_meta = _column_meta(json.loads((target_dir / "manifest.json").read_text()))
+        metrics_by_table: dict[str, list[Measure]] = {}
+        for metric in raw["metrics"]:
+            meta = (metric.get("config") or {}).get("meta") or {}
+            if "table" not in meta:
+                raise ValueError(f"metric {metric['name']}: config.meta.table is required")
+            metrics_by_table.setdefault(meta["table"], []).append(
+                Measure(
+                    table=meta["table"],
+                    name=metric["name"],
+                    label=metric.get("label") or metric["name"],
+                    description=metric.get("description") or "",
+                    unit=meta.get("unit"),
+                    kind=metric["type"],
+                )
+            )
+        tables = {}
+        databases = set()
+        for sm in raw["semantic_models"]:
+            relation = sm["node_relation"]
+            databases.add(relation["database"])
+            primary = next(e["name"] for e in sm["entities"] if e["type"] == "primary")
+            pii = columns_meta.get((relation["schema_name"], relation["alias"]), {})
+            dims = []
+            for d in sm["dimensions"]:
+                column = d.get("expr") or d["name"]
+                meta = pii.get(column, {})
+                dims.append(
+                    Dimension(
+                        table=sm["name"],
+                        name=d["name"],
+                        label=d.get("label") or d["name"],
+                        description=d.get("description") or "",
+                        type=d["type"],
+                        entity=primary,
+                        pii=bool(meta.get("pii")),
+                        masking=meta.get("masking") if meta.get("pii") else None,
+                    )
+                )
+            segments = [
+                Segment(sm["name"], s["name"], s.get("description", ""), s["filter"])
+                for s in ((sm.get("config") or {}).get("meta") or {}).get("segments", [])
+            ]
+            tables[sm["name"]] = Table(
+                name=sm["name"],
+                label=sm.get("label") or sm["name"],
+                description=sm.get("description") or "",
+                relation=relation["relation_name"],
+                dimensions=tuple(dims),
+                measures=tuple(metrics_by_table.pop(sm["name"], [])),
+                segments=tuple(segments),
+            )
+        if metrics_by_table:
+            raise ValueError(f"metrics name unknown tables: {sorted(metrics_by_table)}")
+        if len(databases) != 1:
+            raise ValueError(f"the semantic models span several databases: {sorted(databases)}")
+        manifest = parse_manifest_from_dbt_generated_manifest(semantic_path.read_text())
+        engine = MetricFlowEngine(SemanticManifestLookup(manifest), _CompileOnly())
+        return cls(tables=tables, database=databases.pop(), engine=engine)
+
+    # -- members -------------------------------------------------------------------------
+
+    def member(self, name: str) -> Dimension | Measure | Segment:
+        table, _, member = name.partition(".")
+        found = self.tables.get(table)
+        if found is not None:
+            for item in (*found.dimensions, *found.measures, *found.segments):
+                if item.name == member:
+                    return item
+        raise SemanticError(f"unknown member {name!r}; GET /v1/meta lists the members")
+
+    def dimension(self, name: str) -> Dimension:
+        item = self.member(name)
+        if not isinstance(item, Dimension):
+            raise SemanticError(f"{name!r} is not a dimension")
+        return item
+
+    def measure(self, name: str) -> Measure:
+        item = self.member(name)
+        if not isinstance(item, Measure):
+            raise SemanticError(f"{name!r} is not a measure")
+        return item
+
+    def segment(self, name: str) -> Segment:
+        item = self.member(name)
+        if not isinstance(item, Segment):
+            raise SemanticError(f"{name!r} is not a segment")
+        return item
+
+    def all_members(self) -> list[Dimension | Measure | Segment]:
+        return [m for t in self.tables.values() for m in (*t.dimensions, *t.measures, *t.segments)]
+
+    # -- compiling -----------------------------------------------------------------------
+
+    def compile(
+        self,
+        measures: list[str],
+        group_by: list[tuple[str, str]],  # (MetricFlow name, API member)
+        where: list[str],
+        order_by: list[str],
+        limit: int | None,
+    ) -> CompiledQuery:
+        """MetricFlow SQL for the query's shape. `where` holds MetricFlow filters whose values
+        are `$pN` placeholders, so one shape compiles once whatever the values."""
+        key = (tuple(measures), tuple(group_by), tuple(where), tuple(order_by), limit)
+        with self._lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+        request = MetricFlowQueryRequest.create(
+            metric_names=measures,
+            group_by_names=[mf for mf, _ in group_by],
+            where_constraints=where or None,
+            order_by_names=order_by or None,
+            limit=limit,
+        )
+        try:
+            with self._lock:  # MetricFlow's engine is not documented as thread-safe
+                sql = self.engine.explain(request).sql_statement.sql
+        except Exception as exc:  # MetricFlow's own errors name the member that cannot join
+            raise SemanticError(_first_line(exc)) from exc
+        columns = [(mf, member) for mf, member in group_by]
+        columns += [(m, m) for m in measures]
+        compiled = CompiledQuery(sql=sql, columns=columns)
+        with self._lock:
+            self._cache[key] = compiled
+            while len(self._cache) > 512:
+                self._cache.popitem(last=False)
+        return compiled
+
+
+def _first_line(exc: Exception) -> str:
+    """MetricFlow's resolution errors, shortened to what and why (in MetricFlow's names:
+    entity__dimension for table.dimension)."""
+    text = str(exc)
+    if "Message:" in text:
+        message = text.split("Message:", 1)[1].split("Common issues", 1)[0]
+        message = message.split("Suggestions:", 1)[0]
+        said = " ".join(message.split())
+        if "Query Input:" in text:
+            given = text.split("Query Input:", 1)[1].split("Issue Location:", 1)[0]
+            said += f" (asked: {' '.join(given.split())})"
+        return said[:500]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return " ".join(lines[:3])[:500] or type(exc).__name__
+
+
+def _column_meta(manifest: dict[str, Any]) -> dict[tuple[str, str], dict[str, dict]]:
+    """(schema, alias) -> column -> meta, for every dbt model."""
+    found = {}
+    for node in manifest["nodes"].values():
+        if node["resource_type"] != "model":
+            continue
+        found[(node["schema"], node["alias"])] = {
+            name: {**col.get("meta", {}), **(col.get("config") or {}).get("meta", {})}
+            for name, col in node["columns"].items()
+        }
+    return found

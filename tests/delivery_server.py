@@ -1,0 +1,75 @@
+"""A real delivery service process on loopback, for the tests."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+JWT_SECRET = "test-secret-for-signing-jwts-0123456789"
+
+KEYS = {
+    "marketing": "rdp_demo_marketing_2026",
+    "regional": "rdp_demo_regional_es_2026",
+    "sales": "rdp_demo_sales_2026",
+    "steward": "rdp_demo_steward_2026",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, warehouse: Path, audit_log: Path):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.audit_log = audit_log
+        env = {
+            **os.environ,
+            "RETAIL_DP_JWT_SECRET": JWT_SECRET,
+            "RETAIL_DP_AUDIT_LOG": str(audit_log),
+            "RETAIL_DP_MASKING_SALT": "test-salt",
+        }
+        self.log = open(audit_log.parent / f"server-{self.port}.log", "w")  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "retail_dp.cli", "serve", "--warehouse", str(warehouse)]
+            + ["--port", str(self.port)],
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 90
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"server exited: {(audit_log.parent / f'server-{self.port}.log').read_text()}"
+                )
+            try:
+                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError("the delivery service did not start within 90 s")
+            time.sleep(0.3)
+
+    def client(self, who: str | None = None, token: str | None = None) -> httpx.Client:
+        token = token or (KEYS[who] if who else None)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self.log.close()
