@@ -169,7 +169,16 @@ def main(argv: list[str] | None = None) -> int:
         from retail_dp.delivery.service import DeliveryService
 
         settings = Settings.from_env(warehouse=args.warehouse, policies=args.policies)
-        app = create_app(DeliveryService(settings))
+        service = DeliveryService(settings)
+        app = create_app(service)
+        demo = [c.name for c in service.policies.file.callers if c.name.startswith("demo-")]
+        if demo:
+            print(
+                f"warning: the demo callers ({', '.join(demo)}) are enabled, and their keys "
+                f"are in the README; replace them in {settings.policies} before exposing the "
+                "service beyond this machine",
+                file=sys.stderr,
+            )
         print(f"retail_dp delivery service: http://{args.host}:{args.port}/ (docs at /docs)")
         print(f"serving the snapshots published under {settings.warehouse.parent / 'published'}")
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning")

@@ -51,3 +51,22 @@ def built(sample, instance, tmp_path_factory) -> tuple[RunReport, Settings, dict
 
 def read_manifest(folder: Path) -> dict:
     return json.loads((folder / "manifest.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def server(built, tmp_path_factory):
+    """The delivery service on loopback, serving the built sample's published snapshot."""
+    from .delivery_server import Server
+
+    _, settings, _ = built
+    running = Server(settings.warehouse, tmp_path_factory.mktemp("audit") / "access.jsonl")
+    yield running
+    running.stop()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Keep each phase's report on the test item, so fixtures can tell a failed test."""
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"rep_{report.when}", report)

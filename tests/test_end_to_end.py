@@ -38,6 +38,7 @@ ALL_ASSETS = {
     "marts/cross_sell_model",
     "monitor/slo_attainment",
     "semantic/customer_value",
+    "semantic/category_pairs",
     "semantic/metricflow_time_spine",
     "published/snapshot",
 }

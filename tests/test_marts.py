@@ -28,7 +28,12 @@ MODEL_FITS = {
     "marts/cross_sell_model",
 }
 # the semantic layer reads the fitted marts, and publishing waits for everything
-AFTER_FITS = {"semantic/customer_value", "semantic/metricflow_time_spine", "published/snapshot"}
+AFTER_FITS = {
+    "semantic/customer_value",
+    "semantic/category_pairs",
+    "semantic/metricflow_time_spine",
+    "published/snapshot",
+}
 DBT_MARTS = sorted(ALL_ASSETS - MODEL_FITS - AFTER_FITS)
 
 

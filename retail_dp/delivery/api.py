@@ -12,9 +12,12 @@ import duckdb
 import pandas as pd
 import strawberry
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ValidationError
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from strawberry.extensions import MaxAliasesLimiter
 from strawberry.fastapi import GraphQLRouter
 from strawberry.scalars import JSON
 
@@ -24,6 +27,8 @@ from retail_dp.delivery.query import DEFAULT_LIMIT, MAX_LIMIT, LoadQuery
 from retail_dp.delivery.semantic import SemanticError
 from retail_dp.delivery.service import DeliveryService, LoadResult
 from retail_dp.delivery.snapshots import NoSnapshot
+
+HUB_DIR = Path(__file__).parent / "hub"
 
 DESCRIPTION = f"""Governed delivery of the Product Affinity & Cross-Sell data product.
 
@@ -88,7 +93,11 @@ def create_app(service: DeliveryService) -> FastAPI:
     async def audit(request: Request, call_next):
         request.state.audit = {}
         started = time.perf_counter()
-        response = await call_next(request)
+        try:
+            response = await call_next(request)
+        except Exception as exc:  # an unexpected error is a 500, and audited like any other
+            request.state.audit["error"] = f"{type(exc).__name__}: {exc}"
+            response = JSONResponse({"error": "internal error", "status": 500}, status_code=500)
         entry = {
             "time": service.now(),
             "request_id": uuid.uuid4().hex,
@@ -225,6 +234,15 @@ def create_app(service: DeliveryService) -> FastAPI:
         )
 
     @app.get(
+        "/v1/definitions",
+        tags=["semantic model"],
+        summary="The whole semantic model and the access groups, without data (no sign-in)",
+    )
+    def definitions(request: Request) -> dict[str, Any]:
+        request.state.audit["members"] = ["definitions"]
+        return service.definitions()
+
+    @app.get(
         "/v1/data-products",
         tags=["data products"],
         summary="Every data product with its live status: last refresh, SLO results, lineage",
@@ -246,11 +264,28 @@ def create_app(service: DeliveryService) -> FastAPI:
         except KeyError:
             raise HTTPException(404, f"no data product named {name!r}") from None
 
+    mount_hub(app)
+
     # GraphQL's contract is its own schema (docs/schema.graphql), not the OpenAPI document
+    # no websocket protocols: the schema has no subscriptions, and every request is audited
     app.include_router(
-        GraphQLRouter(build_schema(service), path="/graphql"), include_in_schema=False
+        GraphQLRouter(build_schema(service), path="/graphql", subscription_protocols=()),
+        include_in_schema=False,
     )
     return app
+
+
+def mount_hub(app: FastAPI) -> None:
+    """The Data Product Hub: a static page served by the service itself (no CDN), which reads
+    the same API with the visitor's credentials."""
+    index = (HUB_DIR / "index.html").read_text()
+
+    @app.get("/", include_in_schema=False)
+    @app.get("/hub", include_in_schema=False)
+    def hub() -> HTMLResponse:
+        return HTMLResponse(index, headers={"Cache-Control": "no-cache"})
+
+    app.mount("/hub/static", StaticFiles(directory=HUB_DIR), name="hub-static")
 
 
 def contract_documents(settings) -> dict[str, str]:
@@ -408,12 +443,14 @@ def build_schema(service: DeliveryService) -> strawberry.Schema:
         request.state.audit.update({"caller": found.name, "groups": list(found.groups)})
         return found
 
-    def audited(info: strawberry.Info, call):
+    def audited(info: strawberry.Info, call, field: dict | None = None):
         """GraphQL answers 200 with errors; the audit log still gets the refusal and why."""
         try:
             return call()
         except (Unauthorized, Forbidden, SemanticError, NoSnapshot) as exc:
             audit = info.context["request"].state.audit
+            if field is not None:
+                field["error"] = f"{type(exc).__name__}: {exc}"
             audit["error"] = f"{type(exc).__name__}: {exc}"
             audit["graphql_status"] = {
                 Unauthorized: 401,
@@ -437,8 +474,8 @@ def build_schema(service: DeliveryService) -> strawberry.Schema:
     @strawberry.type
     class Query:
         @strawberry.field(description="The semantic model as the caller may see it.")
-        def meta(self, info: strawberry.Info) -> Meta:
-            found = audited(info, lambda: service.meta(who(info)))
+        async def meta(self, info: strawberry.Info) -> Meta:
+            found = await run_in_threadpool(audited, info, lambda: service.meta(who(info)))
             return Meta(
                 caller=found["caller"]["name"],
                 groups=found["caller"]["groups"],
@@ -457,19 +494,21 @@ def build_schema(service: DeliveryService) -> strawberry.Schema:
             )
 
         @strawberry.field(description="Query measures by dimensions, as POST /v1/load.")
-        def load(self, info: strawberry.Info, query: LoadInput) -> LoadOutput:
-            request: Request = info.context["request"]
+        async def load(self, info: strawberry.Info, query: LoadInput) -> LoadOutput:
             caller = audited(info, lambda: who(info))
             parsed = audited(info, lambda: _to_query(query))
-            request.state.audit.update(
-                {
-                    "members": [*parsed.measures, *parsed.dimensions],
-                    "filters": [f.model_dump() for f in parsed.filters],
-                    "segments": parsed.segments,
-                }
+            field = {
+                "members": [*parsed.measures, *parsed.dimensions]
+                + [t.dimension for t in parsed.timeDimensions],
+                "filters": [f.model_dump() for f in parsed.filters],
+                "segments": parsed.segments,
+            }
+            # one entry per load field: a request may alias several
+            info.context["request"].state.audit.setdefault("fields", []).append(field)
+            result = await run_in_threadpool(
+                audited, info, lambda: service.load(caller, parsed), field
             )
-            result = audited(info, lambda: service.load(caller, parsed))
-            request.state.audit.update({"rows": result.rows, "snapshot": result.snapshot["id"]})
+            field.update({"rows": result.rows, "snapshot": result.snapshot["id"]})
             return LoadOutput(
                 data=result.data,
                 rows=result.rows,
@@ -482,4 +521,5 @@ def build_schema(service: DeliveryService) -> strawberry.Schema:
         def data_products(self) -> list[JSON]:
             return service.data_products()
 
-    return strawberry.Schema(query=Query)
+    # at most 5 aliased fields a request: one request cannot fan out into many queries
+    return strawberry.Schema(query=Query, extensions=[MaxAliasesLimiter(max_alias_count=5)])

@@ -18,6 +18,7 @@ SNAPSHOT_KEY = dg.AssetKey(["published", "snapshot"])
 DEPS = (
     *MART_DEPS,
     "semantic/customer_value",
+    "semantic/category_pairs",
     "semantic/metricflow_time_spine",
     "monitor/slo_attainment",
 )
@@ -41,12 +42,18 @@ def build_publish_asset(
         context: dg.AssetExecutionContext, warehouse: Warehouse, reference_time: ReferenceTime
     ) -> dg.MaterializeResult:
         checks = latest_checks(context.instance, check_keys)
+        failed = [c for c in checks if c["status"] == "FAILED"]
+        if failed:  # e.g. this asset materialized on its own after a failed refresh
+            raise dg.Failure(
+                description=f"not publishing: {len(failed)} ERROR checks failed their latest "
+                "evaluation, first " + ", ".join(f"{c['asset']}:{c['check']}" for c in failed[:3]),
+                metadata={"failed_checks": [f"{c['asset']}:{c['check']}" for c in failed]},
+            )
         target = published_dir(Path(warehouse.database))
         with warehouse.get_connection() as con:
             path, info = publish(
                 con, target, context.run_id, reference_time.resolve(context), checks
             )
-        failed = [c for c in checks if c["status"] == "FAILED"]
         context.log.info(f"published {path.name}: {len(info.tables)} tables, {len(checks)} checks")
         return dg.MaterializeResult(
             metadata={
@@ -54,7 +61,6 @@ def build_publish_asset(
                 "path": dg.MetadataValue.path(str(path)),
                 "tables": dg.MetadataValue.json(info.tables),
                 "checks": len(checks),
-                "failed_error_checks": len(failed),
             }
         )
 

@@ -157,7 +157,7 @@ class Policies:
         groups = claims.get(settings.groups_claim) or []
         if not isinstance(groups, list):
             raise Unauthorized(f"claim {settings.groups_claim!r} must be a list")
-        known = tuple(g for g in groups if g in self.file.groups)
+        known = tuple(g for g in groups if isinstance(g, str) and g in self.file.groups)
         return Caller(str(claims["sub"]), known, "jwt")
 
     # -- authorization -------------------------------------------------------------------
@@ -191,10 +191,14 @@ class Policies:
             levels.append(chosen or (dim.masking if dim.pii else "none") or "redact")
         return min(levels, key=MASKINGS.index) if levels else "redact"
 
-    def row_filters(self, caller: Caller) -> list[RowFilter] | None:
-        """None when some group allows every row; else the filters, any of which admits a row."""
+    def row_filters(self, caller: Caller, member: str | None = None) -> list[RowFilter] | None:
+        """The rows the caller may see through `member` (through any member when None): None
+        when a group that grants it allows every row, else the filters, any of which admits a
+        row. Scoped per member, so a second group's grant of other members never widens the
+        rows of a member only a restricted group grants."""
+        groups = self.grants(caller, member) if member else list(caller.groups)
         filters = []
-        for name in caller.groups:
+        for name in groups:
             group = self.file.groups[name]
             if group.row_filter is None:
                 return None

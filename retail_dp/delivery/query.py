@@ -103,6 +103,7 @@ class Plan:
     order: list[tuple[str, str]] = field(default_factory=list)  # (output column, asc|desc)
     members: list[str] = field(default_factory=list)  # everything the caller asked for
     dimensions: dict[str, Dimension] = field(default_factory=dict)  # output member -> dimension
+    filtered: list[str] = field(default_factory=list)  # dimensions the query filters on
 
     def bind(self, value: Value | date) -> str:
         name = f"p{len(self.params) + 1}"
@@ -120,7 +121,10 @@ def filter_sql(plan: Plan, dim: Dimension, operator: str, values: list) -> str:
     """One filter as a MetricFlow where clause; every value is a bound parameter."""
     col = _ref(dim)
     if dim.type == "time":
-        values = [date.fromisoformat(str(v)) if isinstance(v, str) else v for v in values]
+        try:
+            values = [date.fromisoformat(str(v)) if isinstance(v, str) else v for v in values]
+        except ValueError as exc:
+            raise SemanticError(f"{dim.member}: {exc}; give dates as YYYY-MM-DD") from exc
     if operator in ("equals", "in", "notEquals", "notIn"):
         marks = ", ".join(plan.bind(v) for v in values)
         negate = operator in ("notEquals", "notIn")
@@ -170,10 +174,12 @@ def plan_query(model: SemanticModel, query: LoadQuery) -> Plan:
             plan.dimensions[member] = dim
         if td.dateRange:
             plan.where.append(filter_sql(plan, dim, "inDateRange", list(td.dateRange)))
+            plan.filtered.append(td.dimension)
     for f in query.filters:
         dim = model.dimension(f.member)
         plan.where.append(filter_sql(plan, dim, f.operator, f.values))
         plan.members.append(f.member)
+        plan.filtered.append(f.member)
     for name in query.segments:
         segment = model.segment(name)
         spec = segment.filter
@@ -181,6 +187,8 @@ def plan_query(model: SemanticModel, query: LoadQuery) -> Plan:
             filter_sql(plan, model.dimension(spec["member"]), spec["operator"], spec["values"])
         )
         plan.members.append(name)
+        plan.members.append(spec["member"])  # a segment filters on a member: govern it too
+        plan.filtered.append(spec["member"])
     outputs = {member: mf for mf, member in plan.group_by}
     outputs.update({f"{model.measure(n).table}.{model.measure(n).name}": model.measure(n).name
                     for n in query.measures})  # fmt: skip

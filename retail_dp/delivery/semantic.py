@@ -6,6 +6,7 @@ meta. Every query is compiled to SQL by MetricFlow; values are never part of the
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -149,8 +150,7 @@ class SemanticModel:
             pii = columns_meta.get((relation["schema_name"], relation["alias"]), {})
             dims = []
             for d in sm["dimensions"]:
-                column = d.get("expr") or d["name"]
-                meta = pii.get(column, {})
+                meta = _classification(d.get("expr") or d["name"], pii)
                 dims.append(
                     Dimension(
                         table=sm["name"],
@@ -253,6 +253,20 @@ class SemanticModel:
             while len(self._cache) > 512:
                 self._cache.popitem(last=False)
         return compiled
+
+
+def _classification(expr: str, columns: dict[str, dict]) -> dict:
+    """A dimension's PII meta: its column's, or for an expression, that of any PII column it
+    names (the heaviest masking), so `lower(email)` stays as private as `email`."""
+    if expr in columns:
+        return columns[expr]
+    named = [columns[t] for t in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", expr) if t in columns]
+    private = [m for m in named if m.get("pii")]
+    if not private:
+        return {}
+    order = ["partial", "hash", "redact"]
+    heaviest = max(private, key=lambda m: order.index(m.get("masking", "redact")))
+    return {"pii": True, "masking": heaviest.get("masking", "redact")}
 
 
 def _first_line(exc: Exception) -> str:

@@ -19,7 +19,7 @@ import duckdb
 from retail_dp.delivery.policies import Caller, Forbidden, Policies, RowFilter, mask
 from retail_dp.delivery.query import DEFAULT_LIMIT, LoadQuery, Plan, filter_sql, plan_query
 from retail_dp.delivery.semantic import Dimension, Measure, SemanticError, SemanticModel
-from retail_dp.delivery.snapshots import Snapshot, SnapshotReader, published_dir
+from retail_dp.delivery.snapshots import NoSnapshot, Snapshot, SnapshotReader, published_dir
 from retail_dp.descriptors import Catalog, LandingInput
 from retail_dp.settings import Settings
 
@@ -54,21 +54,40 @@ class AuditLog:
 
 
 def _salt(path: Path) -> bytes:
-    """The masking salt: RETAIL_DP_MASKING_SALT, else one generated once per installation."""
+    """The masking salt: RETAIL_DP_MASKING_SALT, else one generated once per installation
+    (written whole to a temp file, then linked into place, so no reader sees it half-made)."""
     env = os.environ.get("RETAIL_DP_MASKING_SALT")
     if env:
         return env.encode()
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(secrets.token_hex(16))
-    return path.read_text().strip().encode()
+        try:
+            os.link(tmp, path)  # fails if another process got there first: use theirs
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    salt = path.read_text().strip()
+    if not salt:
+        raise ValueError(f"{path}: the masking salt is empty")
+    return salt.encode()
+
+
+def _rows(cur: duckdb.DuckDBPyConnection, sql: str, params=None) -> list[dict]:
+    cur.execute(sql, params or [])
+    names = [d[0] for d in cur.description]
+    return [{n: _json_value(v) for n, v in zip(names, row, strict=True)} for row in cur.fetchall()]
 
 
 def _json_value(value):
-    if isinstance(value, Decimal):
-        return float(value)
+    """JSON-ready: decimals and doubles rounded to 6 places (cents and probabilities survive,
+    binary noise such as 29410.070000000032 does not), dates and times in ISO 8601."""
+    if isinstance(value, Decimal | float):
+        return round(float(value), 6)
     if isinstance(value, datetime | date):
         return value.isoformat()
     return value
@@ -103,7 +122,7 @@ class DeliveryService:
             segments = [
                 {"name": s.member, "title": s.name, "description": s.description}
                 for s in table.segments
-                if visible(s)
+                if visible(s) and self._may_filter(caller, s.filter["member"])
             ]
             if dims or measures or segments:
                 tables.append(
@@ -111,6 +130,7 @@ class DeliveryService:
                         "name": table.name,
                         "title": table.label,
                         "description": table.description,
+                        "rowsAvailable": self._rows_available(caller, dims),
                         "dimensions": dims,
                         "measures": measures,
                         "segments": segments,
@@ -121,6 +141,66 @@ class DeliveryService:
             "tables": tables,
             "rowFilter": self._row_filter_text(caller),
         }
+
+    def definitions(self) -> dict:
+        """The whole semantic model and the access groups, without data and without any
+        caller: what the hub shows before anyone signs in."""
+        tables = []
+        for table in self.model.tables.values():
+            tables.append(
+                {
+                    "name": table.name,
+                    "title": table.label,
+                    "description": table.description,
+                    "dimensions": [
+                        {
+                            "name": d.member,
+                            "title": d.label,
+                            "description": d.description,
+                            "type": "time" if d.type == "time" else "string",
+                            "pii": d.pii,
+                            "masking": d.masking,
+                        }
+                        for d in table.dimensions
+                    ],
+                    "measures": [self._describe_measure(m) for m in table.measures],
+                    "segments": [
+                        {"name": s.member, "title": s.name, "description": s.description}
+                        for s in table.segments
+                    ],
+                }
+            )
+        groups = [
+            {
+                "name": name,
+                "description": group.description,
+                "members": group.members,
+                "exclude": group.exclude,
+                "masking": group.masking,
+                "row_filter": (
+                    f"{group.row_filter.member} {group.row_filter.operator} "
+                    f"{group.row_filter.values}"
+                    if group.row_filter
+                    else None
+                ),
+            }
+            for name, group in self.policies.file.groups.items()
+        ]
+        return {"data_product": self.catalog.consumer.name, "tables": tables, "groups": groups}
+
+    def _rows_available(self, caller: Caller, dims: list[dict]) -> bool:
+        """Whether the caller can list this table's dimension values at all: false when their
+        row policy cannot be applied to it (compiled, not run)."""
+        plain = [d["name"] for d in dims if d["type"] != "time"]
+        if not plain:
+            return False
+        plan = plan_query(self.model, LoadQuery(dimensions=plain[:1]))
+        try:
+            self._apply_row_policy(caller, plan)
+            self.model.compile(plan.measures, plan.group_by, plan.where, [], None)
+        except (SemanticError, Forbidden):
+            return False
+        return True
 
     def _describe_dim(self, caller: Caller, d: Dimension) -> dict:
         described = {
@@ -163,15 +243,11 @@ class DeliveryService:
             for member, dim in plan.dimensions.items()
             if (how := self.policies.masking(caller, dim)) != "none"
         }
-        for f in query.filters:
-            self._refuse_masked(caller, f.member, "filter on")
+        for member in plan.filtered:  # filters, date ranges and segments alike
+            self._refuse_masked(caller, member, "filter on")
         for member in query.order:
-            base = member if member in plan.dimensions else None
-            if base and base in masking:
+            if member in masking:
                 raise SemanticError(f"cannot order by {member!r}: it is masked for your group")
-        for td in query.timeDimensions:
-            if td.dateRange:
-                self._refuse_masked(caller, td.dimension, "filter on")
         unrestricted = list(plan.where)
         restricted = self._apply_row_policy(caller, plan)
         try:
@@ -185,24 +261,42 @@ class DeliveryService:
                 ) from None
             raise
         limit = query.limit or DEFAULT_LIMIT
-        # default order: the unmasked dimensions (ordering by a masked one would leak it)
-        order = plan.order or [(mf, "asc") for mf, m in plan.group_by if m not in masking]
-        order_sql = ", ".join(f'"{col}" {d.upper()} NULLS LAST' for col, d in order)
+        # a total order, so pages never overlap: what was asked, then the unmasked dimensions,
+        # the measures, and masked dimensions by a salted hash (their raw order would leak)
+        order = list(plan.order)
+        order += [(mf, "asc") for mf, m in plan.group_by if m not in masking]
+        order += [(mf, "asc") for mf in plan.measures]
+        terms = [f'"{col}" {d.upper()} NULLS LAST' for col, d in order]
+        terms += [
+            f'md5($salt || CAST("{mf}" AS VARCHAR)) NULLS LAST'
+            for mf, m in plan.group_by
+            if m in masking
+        ]
+        params = dict(plan.params)
+        if any(m in masking for _, m in plan.group_by):
+            params["salt"] = self.salt.decode()
         sql = (
             f"SELECT * FROM (\n{compiled.sql}\n) AS q"
-            + (f" ORDER BY {order_sql}" if order_sql else "")
+            + (f" ORDER BY {', '.join(dict.fromkeys(terms))}" if terms else "")
             + f" LIMIT {int(limit)} OFFSET {int(query.offset)}"
         )
         snapshot = self.reader.current()
         started = time.perf_counter()
         cur = snapshot.cursor()
         try:
-            rows = cur.execute(sql, plan.params or None).fetchall()
+            rows = cur.execute(sql, params or None).fetchall()
             names = [d[0] for d in cur.description]
-        except duckdb.ConversionException as exc:
-            raise SemanticError(f"a filter value does not fit its member: {exc}") from exc
+        except (
+            duckdb.ConversionException,
+            duckdb.InvalidInputException,
+            duckdb.OutOfRangeException,
+        ) as exc:
+            first = str(exc).splitlines()[0]
+            raise SemanticError(f"a filter value does not fit its member: {first}") from exc
         except duckdb.BinderException as exc:
             raise SemanticError(f"cannot answer this query: {str(exc).splitlines()[0]}") from exc
+        except duckdb.CatalogException as exc:  # a snapshot older than the semantic model
+            raise NoSnapshot(f"the published snapshot lacks a table: {exc}") from exc
         finally:
             cur.close()
         sql_ms = (time.perf_counter() - started) * 1000
@@ -210,12 +304,15 @@ class DeliveryService:
         members = [member_of.get(n, n) for n in names]
         measures_by_mf = {self.model.measure(m).name: m for m in query.measures}
         members = [measures_by_mf.get(m, m) for m in members]
+        # keys in the order asked: dimensions, time dimensions, then measures
+        wanted = [m for _, m in plan.group_by] + list(query.measures)
+        position = [members.index(m) for m in wanted]
         data = []
         for row in rows:
             record = {}
-            for member, value in zip(members, row, strict=True):
+            for member, i in zip(wanted, position, strict=True):
                 how = masking.get(member)
-                record[member] = mask(value, how, self.salt) if how else _json_value(value)
+                record[member] = mask(row[i], how, self.salt) if how else _json_value(row[i])
             data.append(record)
         return LoadResult(
             data=data,
@@ -226,24 +323,36 @@ class DeliveryService:
             rows=len(data),
         )
 
+    def _may_filter(self, caller: Caller, member: str) -> bool:
+        dim = self.model.dimension(member)
+        granted = bool(self.policies.grants(caller, member))
+        return granted and self.policies.masking(caller, dim) == "none"
+
     def _refuse_masked(self, caller: Caller, member: str, what: str) -> None:
         dim = self.model.dimension(member)
         if self.policies.masking(caller, dim) != "none":
             raise SemanticError(f"cannot {what} {member!r}: it is masked for your group")
 
     def _apply_row_policy(self, caller: Caller, plan: Plan) -> bool:
-        """Add the caller's row filters to the query; False when every row is allowed."""
-        filters: list[RowFilter] | None = self.policies.row_filters(caller)
-        if filters is None:
-            return False
-        if not filters:
-            raise Forbidden(f"caller {caller.name!r} may see no rows")
-        clauses = [
-            filter_sql(plan, self.model.dimension(f.member), f.operator, list(f.values))
-            for f in filters
-        ]
-        plan.where.append("(" + " OR ".join(clauses) + ")")
-        return True
+        """Add the row filters that govern the query's members; False when every member is
+        unrestricted. Each member brings the rows its granting groups allow (any of them);
+        the query sees the rows every member allows."""
+        clauses = []
+        for member in dict.fromkeys(plan.members):
+            filters: list[RowFilter] | None = self.policies.row_filters(caller, member)
+            if filters is None:
+                continue
+            if not filters:
+                raise Forbidden(f"caller {caller.name!r} may see no rows of {member!r}")
+            key = tuple(sorted(f.model_dump_json() for f in filters))
+            clauses.append((key, filters))
+        for filters in dict(clauses).values():  # one clause per distinct policy
+            parts = [
+                filter_sql(plan, self.model.dimension(f.member), f.operator, list(f.values))
+                for f in filters
+            ]
+            plan.where.append("(" + " OR ".join(parts) + ")")
+        return bool(clauses)
 
     def _annotation(self, query: LoadQuery, plan: Plan) -> dict:
         measures = {m: self._describe_measure(self.model.measure(m)) for m in query.measures}
@@ -286,7 +395,7 @@ class DeliveryService:
 
     def _product(self, product, snapshot: Snapshot | None) -> dict:
         described = json.loads(product.model_dump_json(exclude_none=True))
-        own_assets = self._assets_of(product)
+        own_assets = self._assets_of(product, snapshot.info.checks if snapshot else [])
         checks = []
         if snapshot is not None:
             checks = [c for c in snapshot.info.checks if c["asset"] in own_assets]
@@ -305,6 +414,8 @@ class DeliveryService:
         if snapshot is not None:
             refresh = {k: v for k, v in asdict(snapshot.info).items() if k != "checks"}
         described["status"] = {"last_refresh": refresh, "slo": by_category, "checks": checks}
+        if snapshot is not None:
+            described["status"].update(self._monitoring(product, snapshot))
         described["lineage"] = {
             "inputs": inputs,
             "outputs": [o.table for o in product.outputs],
@@ -312,20 +423,34 @@ class DeliveryService:
         }
         return described
 
-    def _assets_of(self, product) -> set[str]:
-        if product.name == self.catalog.consumer.name:
-            return {
-                c["asset"]
-                for c in (self._checks_or_empty())
-                if c["asset"] not in self.catalog.products
-            }
-        return {product.name}
-
-    def _checks_or_empty(self) -> list[dict]:
+    def _monitoring(self, product, snapshot: Snapshot) -> dict:
+        """Open incidents and, for the consumer-aligned product, SLO attainment over recent
+        runs and the cross-sell model's backtest, from the snapshot."""
+        cur = snapshot.cursor()
         try:
-            return self.reader.current().info.checks
-        except Exception:
-            return []
+            found = {"open_incidents": _rows(cur, (
+                "SELECT opened_at, last_seen_at, occurrences, asset, check_name, slo_category, "
+                "severity, measured, target, comparison, detail, run_id FROM monitor.incidents "
+                "WHERE status = 'open' AND data_product = ? ORDER BY last_seen_at DESC"
+            ), [product.name])}  # fmt: skip
+            if product.name == self.catalog.consumer.name:
+                found["slo_attainment"] = _rows(
+                    cur, "SELECT category, runs, evaluations, passed, share, objective, met "
+                    "FROM monitor.slo_attainment"
+                )  # fmt: skip
+                found["model_quality"] = dict(cur.execute(
+                    "SELECT name, value FROM marts.cross_sell_model WHERE kind = 'backtest'"
+                ).fetchall())  # fmt: skip
+            return found
+        except duckdb.CatalogException:  # an older snapshot without the monitor tables
+            return {"open_incidents": []}
+        finally:
+            cur.close()
+
+    def _assets_of(self, product, checks: list[dict]) -> set[str]:
+        if product.name == self.catalog.consumer.name:
+            return {c["asset"] for c in checks if c["asset"] not in self.catalog.products}
+        return {product.name}
 
     def now(self) -> str:
         return datetime.now(UTC).isoformat(timespec="milliseconds")

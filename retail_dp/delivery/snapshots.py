@@ -10,6 +10,7 @@ waits on a reader (the files it writes are new; the ones readers hold are never 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 import uuid
@@ -18,6 +19,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
+
+logger = logging.getLogger(__name__)
 
 POINTER = "CURRENT"
 PUBLISHED_SCHEMAS = ("marts", "semantic", "monitor")
@@ -85,8 +88,13 @@ def publish(
         con.execute(
             f"INSERT INTO {alias}.published.snapshot VALUES (?)", [json.dumps(info.__dict__)]
         )
-    finally:
+    except BaseException:
         con.execute(f"DETACH {alias}")
+        partial.unlink(missing_ok=True)
+        raise
+    con.execute(f"DETACH {alias}")
+    with open(partial, "rb") as f:
+        os.fsync(f.fileno())
     os.replace(partial, final)
     _point_to(target, final.name)
     _prune(snapshots, keep=final.name)
@@ -122,6 +130,7 @@ class Snapshot:
 
     def __init__(self, path: Path, database: str):
         self.path = path
+        self.database = database
         self.con = duckdb.connect(":memory:", config={"threads": 2})
         self.con.execute(f"ATTACH '{path}' AS \"{database}\" (READ_ONLY)")
         self.con.execute(f'USE "{database}"')
@@ -129,7 +138,11 @@ class Snapshot:
         self.info = SnapshotInfo(**json.loads(raw))
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
-        return self.con.cursor()  # one per request: cursors of one connection are thread-safe
+        """One per request (cursors of one connection are thread-safe), reading the snapshot
+        by default (a cursor starts in the in-memory catalog)."""
+        cur = self.con.cursor()
+        cur.execute(f'USE "{self.database}"')
+        return cur
 
     def close(self) -> None:
         self.con.close()
@@ -149,6 +162,7 @@ class SnapshotReader:
         self._lock = threading.Lock()
         self._snapshot: Snapshot | None = None
         self._name: str | None = None
+        self._broken: str | None = None
 
     def current(self) -> Snapshot:
         name = current_name(self.target)
@@ -161,8 +175,18 @@ class SnapshotReader:
         if name == self._name and self._snapshot is not None:
             return self._snapshot
         with self._lock:
-            if name != self._name:
-                opened = Snapshot(self.target / "snapshots" / name, self.database)
+            if name != self._name and name != self._broken:
+                try:
+                    opened = Snapshot(self.target / "snapshots" / name, self.database)
+                except (duckdb.Error, OSError, KeyError, IndexError, TypeError) as exc:
+                    # keep serving the snapshot we have; try the broken one no more
+                    self._broken = name
+                    logger.error("cannot open snapshot %s, keeping the current one: %s", name, exc)
+                    if self._snapshot is None:
+                        raise NoSnapshot(f"the published snapshot {name} cannot be read") from exc
+                    return self._snapshot
                 # the previous snapshot's connection closes when its last request lets go
                 self._snapshot, self._name = opened, name
+            if self._snapshot is None:
+                raise NoSnapshot(f"the published snapshot {name} cannot be read")
             return self._snapshot

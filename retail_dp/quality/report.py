@@ -204,19 +204,25 @@ def format_attainment(rows: list[Attainment], runs: int) -> str:
     return "\n".join(lines)
 
 
-def latest_checks(instance: dg.DagsterInstance, check_keys: list[dg.AssetCheckKey]) -> list[dict]:
-    """The latest evaluation of every check, as plain rows (what a snapshot publishes)."""
+def latest_checks(
+    instance: dg.DagsterInstance, check_keys: list[dg.AssetCheckKey], history: int = 10
+) -> list[dict]:
+    """The latest evaluation of every check, with the statuses of its last `history`
+    evaluations (oldest first), as plain rows (what a snapshot publishes)."""
     done = {AssetCheckExecutionRecordStatus.SUCCEEDED, AssetCheckExecutionRecordStatus.FAILED}
     rows = []
     for key in check_keys:
-        history = instance.event_log_storage.get_asset_check_execution_history(
-            key, limit=1, status=done
+        records = instance.event_log_storage.get_asset_check_execution_history(
+            key, limit=history, status=done
         )
-        evaluation = (
-            history[0].event.asset_check_evaluation if history and history[0].event else None
-        )
-        if evaluation is None:
+        evaluated = [
+            (r, r.event.asset_check_evaluation)
+            for r in records
+            if r.event and r.event.asset_check_evaluation
+        ]
+        if not evaluated:
             continue
+        latest, evaluation = evaluated[0]
         row = row_of(evaluation)
         rows.append(
             {
@@ -228,8 +234,17 @@ def latest_checks(instance: dg.DagsterInstance, check_keys: list[dg.AssetCheckKe
                 "severity": row.severity,
                 "status": row.status,
                 "detail": row.detail,
-                "run_id": history[0].run_id,
-                "evaluated_at": history[0].create_timestamp,
+                "run_id": latest.run_id,
+                "evaluated_at": latest.create_timestamp,
+                "history": [
+                    {
+                        "run_id": r.run_id,
+                        "at": r.create_timestamp,
+                        "status": row_of(e).status,
+                        "measured": row_of(e).measured,
+                    }
+                    for r, e in reversed(evaluated)
+                ],  # fmt: skip
             }
         )
     return sorted(rows, key=lambda r: (r["asset"], r["check"]))
