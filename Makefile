@@ -10,7 +10,8 @@ export DAGSTER_HOME := $(CURDIR)/dagster_home
 export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 export DO_NOT_TRACK := 1
 
-.PHONY: install run check slo test dev generate lint bench-generate bench-pipeline clean
+.PHONY: install run check slo serve contracts test dev generate lint bench-generate bench-pipeline \
+	bench-delivery bench-hub clean
 
 # Create the virtual environment from the lock file and parse the dbt project.
 $(STAMP): pyproject.toml requirements.lock
@@ -40,7 +41,29 @@ check: $(STAMP)
 slo: $(STAMP)
 	$(BIN)/retail-dp slo
 
-test: $(STAMP)
+# The delivery service on the published snapshot; builds and publishes the sample first if
+# nothing is published yet.
+PUBLISHED := data/warehouse/published/CURRENT
+$(PUBLISHED): | $(STAMP) $(DATA_DIR)/manifest.json
+	$(BIN)/retail-dp run
+
+serve: $(STAMP) $(PUBLISHED)
+	$(BIN)/retail-dp serve
+
+# Regenerate the committed API contracts (docs/openapi.json, docs/schema.graphql).
+contracts: $(STAMP)
+	$(BIN)/retail-dp openapi
+
+# Debian's Chromium for the browser tests: Playwright drives it (its own browser downloads
+# fail here). Installed with apt when running as root; otherwise the hub tests say how.
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	@if [ "$$(id -u)" = 0 ]; then \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
+	else echo "the hub's browser tests need Debian's chromium: sudo apt-get install chromium"; fi
+
+test: $(STAMP) $(CHROMIUM)
 	$(BIN)/pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 1; fi; exit $$rc
 
 dev: $(STAMP)
@@ -55,6 +78,12 @@ bench-generate: $(STAMP)
 
 bench-pipeline: $(STAMP)
 	$(BIN)/python benchmarks/pipeline_bench.py
+
+bench-delivery: $(STAMP)
+	$(BIN)/python benchmarks/delivery_bench.py
+
+bench-hub: $(STAMP) $(CHROMIUM) $(PUBLISHED)
+	$(BIN)/python benchmarks/hub_bench.py
 
 clean:
 	rm -rf $(VENV) dbt_project/target dbt_project/logs data/warehouse

@@ -1,0 +1,448 @@
+// The Data Product Hub: catalogue and product pages over the delivery service's own API.
+// Without a key it shows the catalogue and the definitions; with one, the data the caller's
+// groups allow (masked as their policy says). The key stays in this tab (sessionStorage).
+"use strict";
+
+const state = { products: null, definitions: null, meta: null, key: sessionStorage.getItem("retail_dp_key") };
+const main = document.getElementById("main");
+const TABS = [
+  ["overview", "Overview"],
+  ["lineage", "Inputs & outputs"],
+  ["model", "Semantic model"],
+  ["metrics", "Metrics"],
+  ["quality", "Quality"],
+  ["access", "Access"],
+];
+const CATEGORIES = ["completeness", "uniqueness", "freshness", "validity", "schema", "accuracy"];
+
+function h(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "class") node.className = v;
+    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else if (v !== false && v !== null && v !== undefined) node.setAttribute(k, v === true ? "" : v);
+  }
+  for (const c of children.flat()) if (c !== null && c !== undefined) node.append(c instanceof Node ? c : String(c));
+  return node;
+}
+
+async function api(path, options = {}) {
+  const headers = { "Content-Type": "application/json", ...(options.headers || {}) };
+  if (state.key) headers.Authorization = `Bearer ${state.key}`;
+  const response = await fetch(path, { ...options, headers });
+  const body = response.headers.get("content-type")?.includes("json") ? await response.json() : await response.text();
+  if (!response.ok) {
+    const error = new Error(body?.error || `HTTP ${response.status}`);
+    error.status = response.status;
+    throw error;
+  }
+  return body;
+}
+
+const load = (query) => api("/v1/load", { method: "POST", body: JSON.stringify(query) });
+
+// -- sign-in ---------------------------------------------------------------------------------
+
+async function refreshCaller() {
+  const who = document.getElementById("who");
+  const out = document.getElementById("signout");
+  state.meta = null;
+  if (!state.key) {
+    who.textContent = "Not signed in: definitions only, no data.";
+    out.hidden = true;
+    return;
+  }
+  try {
+    state.meta = await api("/v1/meta");
+    who.textContent = `Signed in as ${state.meta.caller.name} (${state.meta.caller.groups.join(", ") || "no group"})`;
+    out.hidden = false;
+  } catch (error) {
+    who.textContent = `Sign-in failed: ${error.message}`;
+    state.key = null;
+    sessionStorage.removeItem("retail_dp_key");
+    out.hidden = true;
+  }
+}
+
+document.getElementById("signin").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const input = document.getElementById("apikey");
+  state.key = input.value.trim() || null;
+  input.value = "";
+  if (state.key) sessionStorage.setItem("retail_dp_key", state.key);
+  await refreshCaller();
+  route();
+});
+document.getElementById("signout").addEventListener("click", async () => {
+  state.key = null;
+  sessionStorage.removeItem("retail_dp_key");
+  await refreshCaller();
+  route();
+});
+
+// -- catalogue ---------------------------------------------------------------------------------
+
+function sloBadges(slo) {
+  return CATEGORIES.filter((c) => slo && slo[c]).map((c) => {
+    const s = slo[c];
+    const total = s.passed + s.failed + s.warned;
+    const cls = s.failed ? "bad" : s.warned ? "warn" : "ok";
+    const word = s.failed ? "failing" : s.warned ? "warning" : "met";
+    return h("span", { class: `badge ${cls}`, title: `${c}: ${s.passed} of ${total} checks passed` }, `${c} ${word} ${s.passed}/${total}`);
+  });
+}
+
+function catalogue() {
+  const products = state.products;
+  const params = new URLSearchParams(location.hash.split("?")[1] || "");
+  const search = h("input", { type: "search", id: "search", placeholder: "Search by name or description", value: params.get("q") || "" });
+  const owners = [...new Set(products.map((p) => p.owner.name))].sort();
+  const owner = h("select", { id: "owner" }, h("option", { value: "" }, "Any owner"), owners.map((o) => h("option", { value: o }, o)));
+  const tagValues = [...new Set(products.flatMap((p) => Object.values(p.tags)))].sort();
+  const active = new Set(params.getAll("tag"));
+  const chips = tagValues.map((t) => h("button", { type: "button", class: "chip", "aria-pressed": active.has(t) ? "true" : "false", "data-tag": t }, t));
+  const list = h("div", { class: "cards", id: "cards", "aria-live": "polite" });
+
+  function render() {
+    const q = search.value.trim().toLowerCase();
+    const shown = products.filter((p) => {
+      const text = `${p.name} ${p.title} ${p.description}`.toLowerCase();
+      const tags = Object.values(p.tags);
+      return (!q || text.includes(q)) && (!owner.value || p.owner.name === owner.value) && [...active].every((t) => tags.includes(t));
+    });
+    list.replaceChildren(
+      ...shown.map((p) =>
+        h("article", { class: "card", "data-product": p.name },
+          h("h2", {}, h("a", { href: `#/product/${p.name}` }, p.title)),
+          h("p", { class: "muted" }, `${p.kind} · v${p.version} · owner ${p.owner.name}`),
+          h("p", {}, p.description),
+          h("div", {}, Object.entries(p.tags).map(([k, v]) => h("span", { class: "tag", title: k }, v))),
+          h("div", {}, sloBadges(p.status.slo)),
+          h("p", { class: "muted" }, p.status.last_refresh ? `Last refresh: ${p.status.last_refresh.published_at} UTC (as of ${p.status.last_refresh.as_of})` : "Not published yet"),
+        ),
+      ),
+    );
+    if (!shown.length) list.append(h("p", {}, "No data product matches."));
+  }
+  search.addEventListener("input", render);
+  owner.addEventListener("change", render);
+  chips.forEach((chip) =>
+    chip.addEventListener("click", () => {
+      const t = chip.dataset.tag;
+      if (active.has(t)) active.delete(t); else active.add(t);
+      chip.setAttribute("aria-pressed", active.has(t) ? "true" : "false");
+      render();
+    }),
+  );
+  main.replaceChildren(
+    h("h1", {}, "Data products"),
+    h("p", { class: "muted" }, "Discover the data products of the code location, what they promise and how to connect."),
+    h("div", { class: "toolbar" },
+      h("label", {}, "Search", search),
+      h("label", {}, "Owner", owner),
+      h("div", {}, h("span", { class: "muted", id: "tags-label" }, "Tags"), h("div", { class: "chips", role: "group", "aria-labelledby": "tags-label" }, chips)),
+    ),
+    list,
+  );
+  render();
+}
+
+// -- product page ------------------------------------------------------------------------------
+
+function productPage(name, tab) {
+  const p = state.products.find((x) => x.name === name);
+  if (!p) {
+    main.replaceChildren(h("h1", {}, "Not found"), h("p", {}, `No data product named ${name}. `, h("a", { href: "#/" }, "Back to the catalogue")));
+    return;
+  }
+  const current = TABS.some(([id]) => id === tab) ? tab : "overview";
+  const tablist = h("div", { class: "tabs", role: "tablist", "aria-label": "Product sections" },
+    TABS.map(([id, label]) =>
+      h("button", {
+        type: "button", role: "tab", id: `tab-${id}`, "aria-controls": "panel",
+        "aria-selected": id === current ? "true" : "false", tabindex: id === current ? "0" : "-1",
+        onclick: () => { location.hash = `#/product/${name}/${id}`; },
+      }, label),
+    ),
+  );
+  tablist.addEventListener("keydown", (event) => {
+    const ids = TABS.map(([id]) => id);
+    let i = ids.indexOf(current);
+    if (event.key === "ArrowRight") i = (i + 1) % ids.length;
+    else if (event.key === "ArrowLeft") i = (i - 1 + ids.length) % ids.length;
+    else if (event.key === "Home") i = 0;
+    else if (event.key === "End") i = ids.length - 1;
+    else return;
+    event.preventDefault();
+    location.hash = `#/product/${name}/${ids[i]}`;
+  });
+  const panel = h("section", { class: "panel", id: "panel", role: "tabpanel", "aria-labelledby": `tab-${current}`, tabindex: "0" });
+  main.replaceChildren(
+    h("p", {}, h("a", { href: "#/" }, "← All data products")),
+    h("h1", {}, p.title),
+    h("p", { class: "muted" }, `${p.kind} · ${p.domain} · v${p.version}`),
+    tablist,
+    panel,
+  );
+  const renderers = { overview, lineage, model, metrics, quality, access };
+  Promise.resolve(renderers[current](p, panel)).catch((error) => panel.append(h("p", { class: "error" }, error.message)));
+  if (document.activeElement === document.body || document.activeElement?.getAttribute("role") === "tab") {
+    document.getElementById(`tab-${current}`).focus();
+  }
+}
+
+function overview(p, panel) {
+  const refresh = p.status.last_refresh;
+  panel.append(
+    h("h2", {}, "Purpose"), h("p", {}, p.description),
+    h("h2", {}, "Use cases"),
+    h("ul", {}, p.use_cases.map((u) => h("li", {}, h("strong", {}, u.name), ": ", u.description))),
+    h("h2", {}, "Facts"),
+    h("dl", { class: "facts" },
+      h("dt", {}, "Owner"), h("dd", {}, `${p.owner.name} <${p.owner.email}>`),
+      h("dt", {}, "Collaborators"), h("dd", {}, p.collaborators.map((c) => (c.role ? `${c.name} (${c.role})` : c.name)).join(", ") || "–"),
+      h("dt", {}, "Version"), h("dd", {}, p.version),
+      h("dt", {}, "Tags"), h("dd", {}, Object.entries(p.tags).map(([k, v]) => h("span", { class: "tag" }, `${k}: ${v}`))),
+      h("dt", {}, "Refresh"), h("dd", {}, `${p.refresh.cron} (${p.refresh.timezone})`),
+      h("dt", {}, "Last refresh"), h("dd", {}, refresh ? `${refresh.published_at} UTC, as of ${refresh.as_of}, run ${refresh.run_id.slice(0, 8)}` : "not published yet"),
+    ),
+    h("h2", {}, "Service levels"),
+    h("div", { id: "slo-badges" }, sloBadges(p.status.slo)),
+    h("table", {}, h("thead", {}, h("tr", {}, h("th", {}, "SLO"), h("th", {}, "Objective"), h("th", {}, "Target"), h("th", {}, "Severity"))),
+      h("tbody", {}, Object.entries(p.slos).map(([c, s]) => h("tr", {}, h("td", {}, c), h("td", {}, s.objective), h("td", {}, `${s.comparison} ${s.target} ${s.unit}`), h("td", {}, `${s.severity}${s.blocking ? ", blocking" : ""}`))))),
+  );
+  if (p.metrics?.length) {
+    panel.append(h("h2", {}, "North-star metrics"), h("ul", {}, p.metrics.map((m) => h("li", {}, h("strong", {}, m.label), ": ", m.definition))));
+  }
+}
+
+function lineage(p, panel) {
+  // columns: landing files -> source-aligned products -> this product's outputs
+  const byName = Object.fromEntries(state.products.map((x) => [x.name, x]));
+  const sources = p.lineage.inputs.filter((i) => i.kind === "data_product").map((i) => byName[i.name]).filter(Boolean);
+  const columns = sources.length
+    ? [sources.map((s) => `landing: ${s.lineage.inputs[0]?.location || "?"}`), sources.map((s) => s.name), p.lineage.outputs]
+    : [p.lineage.inputs.map((i) => `landing: ${i.location}`), [p.name], p.lineage.outputs];
+  const titles = sources.length ? ["Landing zone", "Source-aligned products", `Outputs of ${p.name}`] : ["Landing zone", "This product", "Outputs"];
+  const NS = "http://www.w3.org/2000/svg";
+  const boxW = 230, boxH = 28, gapX = 90, gapY = 10, top = 34;
+  const rows = Math.max(...columns.map((c) => c.length));
+  const W = columns.length * boxW + (columns.length - 1) * gapX + 20, H = top + rows * (boxH + gapY) + 10;
+  const svg = document.createElementNS(NS, "svg");
+  svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
+  svg.setAttribute("role", "img");
+  const summary = `Lineage of ${p.name}: ${columns.map((c, i) => `${titles[i]}: ${c.join(", ")}`).join("; ")}.`;
+  svg.setAttribute("aria-label", summary);
+  const add = (name, attrs, text) => {
+    const n = document.createElementNS(NS, name);
+    for (const [k, v] of Object.entries(attrs)) n.setAttribute(k, v);
+    if (text) n.textContent = text;
+    svg.appendChild(n);
+    return n;
+  };
+  add("title", {}, `Lineage of ${p.name}`);
+  const pos = columns.map((col, i) => col.map((_, j) => ({ x: 10 + i * (boxW + gapX), y: top + j * (boxH + gapY) })));
+  columns.forEach((col, i) => {
+    add("text", { x: pos[i][0]?.x ?? 10, y: 18, "font-weight": "600" }, titles[i]);
+    col.forEach((label, j) => {
+      const { x, y } = pos[i][j];
+      add("rect", { x, y, width: boxW, height: boxH, rx: 5, fill: i === 2 ? "#e8eefb" : "#fff", stroke: "#1f5fbf" });
+      add("text", { x: x + 8, y: y + 18 }, label.length > 34 ? label.slice(0, 33) + "…" : label);
+    });
+  });
+  for (let i = 0; i + 1 < columns.length; i++) {
+    pos[i].forEach((a, j) => {
+      const targets = i === 0 ? [pos[1][Math.min(j, pos[1].length - 1)]] : pos[i + 1];
+      targets.forEach((b) => add("path", { d: `M${a.x + boxW},${a.y + boxH / 2} C${a.x + boxW + gapX / 2},${a.y + boxH / 2} ${b.x - gapX / 2},${b.y + boxH / 2} ${b.x},${b.y + boxH / 2}`, fill: "none", stroke: "#8aa4d6" }));
+    });
+  }
+  panel.append(
+    h("h2", {}, "Lineage"), h("figure", { class: "chart", id: "lineage" }, svg, h("figcaption", { class: "visually-hidden" }, summary)),
+    h("h2", {}, "Inputs"),
+    h("ul", {}, p.lineage.inputs.map((i) => h("li", {}, i.kind === "landing" ? `Landing files: ${i.location}` : h("a", { href: `#/product/${i.name}` }, `Data product ${i.name}`)))),
+    h("h2", {}, "Outputs"),
+    h("ul", {}, p.outputs.map((o) => h("li", {}, h("code", {}, o.table), `: ${o.description}`))),
+    h("h3", {}, "Assets in the Dagster code location"),
+    h("p", { class: "muted" }, p.lineage.assets.join(", ") || "–"),
+  );
+}
+
+async function model(p, panel) {
+  const defs = state.definitions;
+  if (p.name !== defs.data_product) {
+    panel.append(h("p", {}, "The semantic model is defined on the consumer-aligned product, which reuses this one: ",
+      h("a", { href: `#/product/${defs.data_product}/model` }, defs.data_product), "."));
+    return;
+  }
+  const visible = state.meta ? new Set(state.meta.tables.flatMap((t) => [...t.dimensions, ...t.measures, ...t.segments].map((m) => m.name))) : null;
+  const maskingFor = state.meta ? Object.fromEntries(state.meta.tables.flatMap((t) => t.dimensions.map((d) => [d.name, d.masking]))) : {};
+  panel.append(h("p", { class: "muted" }, state.meta
+    ? `Members your groups can see are marked; masking as applied to you.${state.meta.rowFilter ? " Your rows: " + state.meta.rowFilter + "." : ""}`
+    : "Sign in to see which members and rows your groups may use, and sample rows."));
+  for (const t of defs.tables) {
+    const section = h("section", { "data-table": t.name }, h("h2", {}, `${t.title} (${t.name})`), h("p", {}, t.description));
+    const rows = [
+      ...t.dimensions.map((d) => ["dimension", d]),
+      ...t.measures.map((m) => ["measure", m]),
+      ...t.segments.map((s) => ["segment", s]),
+    ];
+    section.append(h("table", {},
+      h("thead", {}, h("tr", {}, ["Member", "Kind", "Title", "Description", "PII", "Access"].map((c) => h("th", { scope: "col" }, c)))),
+      h("tbody", {}, rows.map(([kind, m]) => h("tr", { "data-member": m.name },
+        h("td", {}, h("code", {}, m.name)), h("td", {}, kind), h("td", {}, m.title), h("td", {}, m.description),
+        h("td", {}, m.pii ? h("span", { class: "badge pii", title: `masked by default: ${m.masking}` }, `PII · ${m.masking}`) : ""),
+        h("td", {}, visible ? (visible.has(m.name) ? (maskingFor[m.name] && maskingFor[m.name] !== "none" ? `yes, ${maskingFor[m.name]}` : "yes") : "no") : "sign in"),
+      )))));
+    panel.append(section);
+    const mine = state.meta?.tables.find((x) => x.name === t.name);
+    if (mine && !mine.rowsAvailable) {
+      section.append(h("p", { class: "muted" }, "No sample rows: your row policy does not apply to this table."));
+    } else if (state.meta) {
+      // a few plain attributes and, where the caller may see them, PII as masked for them
+      const shown = t.dimensions.filter((d) => visible.has(d.name) && d.type !== "time");
+      const dims = [...shown.filter((d) => !d.pii).slice(0, 3), ...shown.filter((d) => d.pii).slice(-2)].map((d) => d.name);
+      if (dims.length) {
+        const sample = h("div", { class: "sample", "data-sample": t.name }, h("p", { class: "muted" }, "Loading sample rows…"));
+        section.append(h("h3", {}, "Sample rows"), sample);
+        load({ dimensions: dims, limit: 5 })
+          .then((r) => sample.replaceChildren(h("table", {},
+            h("thead", {}, h("tr", {}, dims.map((d) => h("th", { scope: "col" }, d)))),
+            h("tbody", {}, r.data.map((row) => h("tr", {}, dims.map((d) => h("td", {}, row[d] ?? "–"))))))))
+          .catch((e) => sample.replaceChildren(h("p", { class: "notice" }, `No sample for your group: ${e.message}`)));
+      }
+    }
+  }
+}
+
+async function metrics(p, panel) {
+  panel.append(h("h2", {}, "North-star metrics"),
+    h("dl", { class: "facts" }, (p.metrics || []).flatMap((m) => [h("dt", {}, m.label), h("dd", {}, `${m.definition} (${m.unit})`)])));
+  const charts = h("div", { class: "charts", id: "charts" });
+  panel.append(h("h2", {}, "Charts"), charts);
+  const quality = p.status.model_quality;
+  if (quality) {
+    charts.append(Charts.bars("Cross-sell backtest: ours vs DataOS's score",
+      `Out-of-time backtest on ${quality.backtest_customers} customers: ROC AUC ${quality.auc.toFixed(3)} for our opportunity score, ${quality.auc_dataos.toFixed(3)} for DataOS's score; top-decile precision ${quality.top_decile_precision.toFixed(3)} vs ${quality.top_decile_precision_dataos.toFixed(3)}.`,
+      ["ROC AUC", "Top-decile precision"],
+      [{ name: "ours", values: { "ROC AUC": quality.auc, "Top-decile precision": quality.top_decile_precision } },
+       { name: "DataOS", values: { "ROC AUC": quality.auc_dataos, "Top-decile precision": quality.top_decile_precision_dataos } }]));
+  }
+  if (p.name !== state.definitions.data_product) return;
+  if (!state.meta) {
+    charts.append(h("p", { class: "notice" }, "Sign in to see the figures behind the charts."));
+    return;
+  }
+  const visible = new Set(state.meta.tables.flatMap((t) => [...t.dimensions, ...t.measures].map((m) => m.name)));
+  const allowed = (query) => [...(query.measures || []), ...(query.dimensions || []), ...(query.timeDimensions || []).map((t) => t.dimension),
+    ...(query.filters || []).map((f) => f.member)].every((m) => visible.has(m));
+  const chart = (query, draw) => (allowed(query)
+    ? load(query).then(draw)
+    : Promise.reject(new Error(`your group may not see ${[...(query.measures || []), ...(query.dimensions || [])].join(", ")}`)));
+  const jobs = [
+    chart({ measures: ["purchase.total_spend"], timeDimensions: [{ dimension: "purchase.purchase_date", granularity: "month" }], limit: 240 }, (r) => {
+      const labels = r.data.map((x) => x["purchase.purchase_date.month"].slice(0, 7));
+      return Charts.line("Total spend by month", `Total spend per month over ${labels.length} months, from ${labels[0]} to ${labels[labels.length - 1]}.`,
+        labels, [{ name: "total spend", points: r.data.map((x) => [x["purchase.purchase_date.month"].slice(0, 7), x["purchase.total_spend"]]) }]);
+    }),
+    chart({ measures: ["customer_value.customers_valued"], dimensions: ["customer_value.orders_365d_band"] }, (r) => {
+      const order = ["0", "1", "2", "3-4", "5-9", "10+"];
+      const values = Object.fromEntries(r.data.map((x) => [x["customer_value.orders_365d_band"], x["customer_value.customers_valued"]]));
+      return Charts.bars("Purchase frequency distribution", "Customers by number of orders in the last 365 days.", order.filter((o) => o in values), [{ name: "customers", values }]);
+    }),
+    chart({ measures: ["category_affinity.lift"], dimensions: ["category_affinity.antecedent", "category_affinity.consequent"],
+           filters: [{ member: "category_affinity.basket_level", operator: "equals", values: ["customer"] }] }, (r) => {
+      const cats = [...new Set(r.data.flatMap((x) => [x["category_affinity.antecedent"], x["category_affinity.consequent"]]))].sort();
+      const cells = {};
+      r.data.forEach((x) => { (cells[x["category_affinity.antecedent"]] ||= {})[x["category_affinity.consequent"]] = x["category_affinity.lift"]; });
+      return Charts.heatmap("Category affinity (lift, customer baskets)", "Lift of buying category B given category A; above 1 (blue) the pair goes together more than chance.", cats, cats, cells, 1);
+    }),
+    chart({ measures: ["customer_value.customers_valued"], dimensions: ["customer_value.predicted_clv_band", "customer_value.value_tier"] }, (r) => {
+      const bands = ["0-100", "100-250", "250-500", "500-1000", "1000-2500", "2500+"];
+      const tiers = ["prospect", "bronze", "silver", "gold", "platinum"];
+      const series = tiers.map((t) => ({ name: t, values: Object.fromEntries(r.data.filter((x) => x["customer_value.value_tier"] === t).map((x) => [x["customer_value.predicted_clv_band"], x["customer_value.customers_valued"]])) }));
+      return Charts.bars("Predicted CLV distribution by value tier", "Customers by predicted 365-day CLV band, stacked by value tier.", bands, series);
+    }),
+  ];
+  // every job has its handler attached now, so a refusal is never an unhandled rejection
+  const settled = jobs.map((job) => job.then(
+    (figure) => figure,
+    (error) => h("p", { class: "notice" }, `A chart is not available to you: ${error.message}`),
+  ));
+  for (const item of settled) charts.append(await item);
+}
+
+function quality(p, panel) {
+  const checks = p.status.checks;
+  panel.append(h("h2", {}, "Service levels"), h("div", {}, sloBadges(p.status.slo)));
+  if (p.status.slo_attainment) {
+    panel.append(h("h3", {}, "Attainment over recent runs"), h("table", {},
+      h("thead", {}, h("tr", {}, ["Category", "Runs", "Passed", "Share", "Objective", "Status"].map((c) => h("th", { scope: "col" }, c)))),
+      h("tbody", {}, p.status.slo_attainment.map((a) => h("tr", {}, h("td", {}, a.category), h("td", { class: "num" }, a.runs),
+        h("td", { class: "num" }, `${a.passed}/${a.evaluations}`), h("td", { class: "num" }, a.share == null ? "–" : `${(a.share * 100).toFixed(1)}%`),
+        h("td", { class: "num" }, `${(a.objective * 100).toFixed(0)}%`), h("td", {}, a.met == null ? "no data" : a.met ? "met" : "breached"))))));
+  }
+  const incidents = p.status.open_incidents || [];
+  panel.append(h("h3", {}, `Open incidents (${incidents.length})`),
+    incidents.length ? h("ul", { id: "incidents" }, incidents.map((i) => h("li", {}, `${i.asset}:${i.check_name} [${i.slo_category}] measured ${i.measured}, target ${i.comparison} ${i.target}, since ${i.opened_at} (${i.occurrences}x)`)))
+      : h("p", { id: "incidents" }, "None."));
+  panel.append(h("h3", {}, `Checks (${checks.length})`), h("table", { id: "checks" },
+    h("thead", {}, h("tr", {}, ["Asset", "Check", "Category", "Measured", "Target", "Status", "Recent runs"].map((c) => h("th", { scope: "col" }, c)))),
+    h("tbody", {}, checks.map((c) => h("tr", {},
+      h("td", {}, c.asset), h("td", {}, h("code", {}, c.check)), h("td", {}, c.category), h("td", { class: "num" }, c.measured),
+      h("td", {}, c.target), h("td", {}, h("span", { class: `badge ${c.status === "PASSED" ? "ok" : c.status === "FAILED" ? "bad" : "warn"}` }, c.status)),
+      h("td", {}, h("span", { class: "history", role: "img", "aria-label": `last ${c.history.length} runs: ${c.history.map((x) => x.status.toLowerCase()).join(", ")}` },
+        c.history.map((x) => h("span", { class: x.status, title: `${x.at ? new Date(x.at * 1000).toISOString() : ""} ${x.status} ${x.measured}` })))),
+    )))));
+}
+
+function access(p, panel) {
+  const origin = location.origin;
+  const query = { measures: ["purchase.total_spend"], dimensions: ["product.category"], timeDimensions: [{ dimension: "purchase.purchase_date", granularity: "month" }], limit: 100 };
+  const body = JSON.stringify(query);
+  const snippets = [
+    ["REST (curl)", `curl -s -X POST ${origin}/v1/load \\\n  -H "Authorization: Bearer $RETAIL_DP_KEY" -H "Content-Type: application/json" \\\n  -d '${body}'`],
+    ["GraphQL", `curl -s ${origin}/graphql -H "Authorization: Bearer $RETAIL_DP_KEY" -H "Content-Type: application/json" \\\n  -d '{"query": "query ($q: LoadInput!) { load(query: $q) { rows data } }", "variables": {"q": ${body}}}'`],
+    ["Python (httpx + pandas)", `import os, httpx, pandas as pd\n\nresponse = httpx.post(\n    "${origin}/v1/load",\n    headers={"Authorization": f"Bearer {os.environ['RETAIL_DP_KEY']}"},\n    json=${body},\n)\nresponse.raise_for_status()\nframe = pd.DataFrame(response.json()["data"])`],
+    ["CSV / Parquet export", `curl -s -X POST "${origin}/v1/export?format=parquet" -o spend.parquet \\\n  -H "Authorization: Bearer $RETAIL_DP_KEY" -H "Content-Type: application/json" -d '${body}'`],
+  ];
+  panel.append(h("h2", {}, "How to connect"), h("p", {}, "Ask the data product owner for an API key (or a JWT from your identity provider) and set it as RETAIL_DP_KEY. Every request is audited."));
+  for (const [title, code] of snippets) {
+    const copy = h("button", { type: "button", class: "secondary", "aria-label": `Copy the ${title} snippet` }, "Copy");
+    copy.addEventListener("click", async () => {
+      try { await navigator.clipboard.writeText(code); copy.textContent = "Copied"; } catch { copy.textContent = "Select and copy"; }
+    });
+    panel.append(h("h3", {}, title), h("div", { class: "snippet" }, h("pre", {}, h("code", {}, code)), copy));
+  }
+  panel.append(h("h2", {}, "Who may see what"), h("table", { id: "groups" },
+    h("thead", {}, h("tr", {}, ["Group", "Description", "Members", "Masking", "Rows"].map((c) => h("th", { scope: "col" }, c)))),
+    h("tbody", {}, state.definitions.groups.map((g) => h("tr", {},
+      h("td", {}, g.name), h("td", {}, g.description),
+      h("td", {}, g.members.join(", ") + (g.exclude.length ? ` except ${g.exclude.join(", ")}` : "")),
+      h("td", {}, Object.entries(g.masking).map(([m, how]) => `${m}: ${how}`).join(", ") || "model defaults"),
+      h("td", {}, g.row_filter || "all"))))),
+    h("p", { class: "muted" }, "A caller in several groups gets every member any of them grants, the lightest masking among them, and the rows any of them allows."));
+}
+
+// -- routing -----------------------------------------------------------------------------------
+
+function route() {
+  const path = location.hash.replace(/^#/, "").split("?")[0] || "/";
+  const parts = path.split("/").filter(Boolean);
+  if (parts[0] === "product") productPage(decodeURIComponent(parts[1] || ""), parts[2]);
+  else catalogue();
+}
+
+async function start() {
+  try {
+    [state.products, state.definitions] = await Promise.all([api("/v1/data-products"), api("/v1/definitions")]);
+    state.products.sort((a, b) => (a.kind === b.kind ? a.title.localeCompare(b.title) : a.kind === "consumer-aligned" ? -1 : 1));
+  } catch (error) {
+    main.replaceChildren(h("p", { class: "error" }, `The hub cannot reach the service: ${error.message}`));
+    return;
+  }
+  await refreshCaller();
+  window.addEventListener("hashchange", route);
+  route();
+}
+
+start();

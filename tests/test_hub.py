@@ -1,0 +1,166 @@
+"""The Data Product Hub in a real browser: headless Chromium (Debian's, /usr/bin/chromium)
+driven by Playwright against the delivery service on loopback."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+CONSUMER = "product_affinity_cross_sell"
+TABS = ["overview", "lineage", "model", "metrics", "quality", "access"]
+
+if not CHROMIUM.exists():
+    if os.environ.get("RETAIL_DP_REQUIRE_BROWSER"):
+        raise RuntimeError(f"{CHROMIUM} is missing; `make test` installs Debian's chromium")
+    pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)", allow_module_level=True)
+
+from playwright.sync_api import Page, expect, sync_playwright  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser, server, request):
+    """A fresh page on the hub; fails the test on any console error or page error, and saves
+    a screenshot to test-artifacts/ when the test fails."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    page.base = server.url
+    page.problems = problems
+    yield page
+    failed = getattr(request.node, "rep_call", None)
+    if failed is not None and failed.failed:
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=ARTIFACTS / f"{request.node.name}.png", full_page=True)
+    context.close()
+    assert not problems, problems
+
+
+def open_hub(page: Page, path: str = "/") -> None:
+    page.goto(page.base + path)
+    expect(page.locator(".card, #panel").first).to_be_visible()
+
+
+def sign_in(page: Page, key: str) -> None:
+    page.fill("#apikey", key)
+    page.click("#signin-button")
+    expect(page.locator("#signout")).to_be_visible()
+
+
+def test_catalogue_lists_every_product_and_filters_by_tag_search_and_owner(page):
+    open_hub(page)
+    cards = page.locator(".card")
+    expect(cards).to_have_count(4)
+    assert cards.first.get_attribute("data-product") == CONSUMER  # consumer-aligned first
+    page.click("button.chip[data-tag='cross-sell']")
+    expect(cards).to_have_count(1)
+    expect(cards.first).to_have_attribute("data-product", CONSUMER)
+    page.click("button.chip[data-tag='cross-sell']")
+    page.fill("#search", "catalogue")
+    expect(cards).to_have_count(1)
+    expect(cards.first).to_have_attribute("data-product", "product")
+    page.fill("#search", "")
+    page.select_option("#owner", "CRM Team")
+    expect(cards).to_have_count(1)
+    expect(cards.first).to_have_attribute("data-product", "customer_info")
+    expect(page.locator(".card .badge.ok").first).to_be_visible()  # SLO badges
+
+
+def test_every_tab_of_the_cross_sell_product_works(page):
+    open_hub(page)
+    sign_in(page, "rdp_demo_marketing_2026")
+    page.click(f".card[data-product='{CONSUMER}'] h2 a")
+    expect(page.locator("h1")).to_have_text("Product Affinity & Cross-Sell")
+    for tab in TABS:
+        page.click(f"#tab-{tab}")
+        expect(page.locator(f"#tab-{tab}")).to_have_attribute("aria-selected", "true")
+        panel = page.locator("#panel")
+        if tab == "overview":
+            expect(panel.locator("#slo-badges .badge")).to_have_count(6)
+            expect(panel).to_contain_text("Customer Analytics")
+        elif tab == "lineage":
+            svg = panel.locator("#lineage svg")
+            expect(svg).to_have_attribute("role", "img")
+            assert svg.locator("rect").count() >= 6  # landing, three sources, outputs
+            assert "customer_info" in svg.get_attribute("aria-label")
+        elif tab == "model":
+            expect(panel.locator("tr[data-member='customer.email'] .pii")).to_be_visible()
+            expect(panel.locator("[data-sample='customer'] table")).to_be_visible()
+        elif tab == "metrics":
+            charts = panel.locator("figure.chart svg")
+            expect(charts).to_have_count(5)  # the backtest and four from the API
+            for i in range(5):
+                chart = charts.nth(i)
+                assert chart.get_attribute("aria-label")  # a text alternative
+                assert chart.locator("rect, polyline").count() > 0  # something was drawn
+            expect(panel.locator(".notice")).to_have_count(0)
+        elif tab == "quality":
+            assert panel.locator("#checks tbody tr").count() > 50
+            expect(panel.locator("#checks .history span").first).to_be_visible()
+            expect(panel.locator("#incidents")).to_be_visible()
+        elif tab == "access":
+            expect(panel.locator("pre")).to_have_count(4)
+            expect(panel.locator("#groups")).to_contain_text("regional_manager_spain")
+
+
+def test_tabs_work_with_the_keyboard(page):
+    open_hub(page, f"/#/product/{CONSUMER}/overview")
+    page.locator("#tab-overview").focus()
+    page.keyboard.press("ArrowRight")
+    expect(page.locator("#tab-lineage")).to_have_attribute("aria-selected", "true")
+    expect(page.locator("#tab-lineage")).to_be_focused()
+    page.keyboard.press("End")
+    expect(page.locator("#tab-access")).to_have_attribute("aria-selected", "true")
+    page.keyboard.press("Home")
+    expect(page.locator("#tab-overview")).to_have_attribute("aria-selected", "true")
+
+
+def test_masking_holds_for_a_restricted_caller(page):
+    open_hub(page)
+    sign_in(page, "rdp_demo_marketing_2026")
+    page.goto(f"{page.base}/#/product/{CONSUMER}/model")
+    sample = page.locator("[data-sample='customer'] table")
+    expect(sample).to_be_visible()
+    header = sample.locator("th").all_inner_texts()
+    assert "customer.email" in header
+    column = header.index("customer.email")
+    emails = [
+        row.locator("td").nth(column).inner_text() for row in sample.locator("tbody tr").all()
+    ]
+    assert emails and all(re.fullmatch(r".\*\*\*@[^@]+", e) for e in emails), emails
+    # the regional manager may not see contact data at all, and only Spanish rows
+    page.click("#signout")
+    sign_in(page, "rdp_demo_regional_es_2026")
+    page.goto(f"{page.base}/#/product/{CONSUMER}/model")
+    expect(page.locator("tr[data-member='customer.email'] td").last).to_have_text("no")
+    sample = page.locator("[data-sample='customer'] table")
+    expect(sample).to_be_visible()
+    assert "customer.email" not in sample.locator("th").all_inner_texts()
+    assert "@" not in sample.inner_text()
+
+
+def test_without_credentials_definitions_but_no_data(page):
+    loads = []
+    page.on("request", lambda r: loads.append(r.url) if "/v1/load" in r.url else None)
+    open_hub(page, f"/#/product/{CONSUMER}/model")
+    expect(page.locator("tr[data-member='customer.email']")).to_be_visible()
+    expect(page.locator("[data-sample]")).to_have_count(0)
+    page.click("#tab-metrics")
+    expect(page.locator("#panel .notice")).to_contain_text("Sign in")
+    expect(page.locator("#panel figure.chart")).to_have_count(1)  # the backtest, no customer data
+    assert loads == []
