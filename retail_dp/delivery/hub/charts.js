@@ -77,7 +77,7 @@ const Charts = (() => {
 
   // series: [{name, points: [[label, value], ...]}]; one x label per point
   function line(caption, description, labels, series) {
-    const W = 560, H = 260, L = 56, B = 40, T = 12, R = 12;
+    const W = 560, H = 260, L = 56, B = 40, T = 12, R = 30;
     const w = W - L - R, h = H - T - B;
     const max = Math.max(1e-9, ...series.flatMap((s) => s.points.map((p) => p[1] || 0)));
     const svg = frame(caption, description, W, H);
@@ -98,22 +98,27 @@ const Charts = (() => {
     return figure(caption, svg, columns, rows);
   }
 
-  // stacked bars: categories on x, one stack per series
-  function bars(caption, description, categories, series, unit = "") {
+  // bars: categories on x; several series are stacked (parts of a whole) or, with
+  // grouped = true, side by side (values to compare, e.g. two scores)
+  function bars(caption, description, categories, series, unit = "", grouped = false) {
     const W = 560, H = 260, L = 56, B = 52, T = 12, R = 12;
     const w = W - L - R, h = H - T - B;
-    const totals = categories.map((c) => series.reduce((a, s) => a + (s.values[c] || 0), 0));
+    const totals = categories.map((c) => grouped
+      ? Math.max(...series.map((s) => s.values[c] || 0))
+      : series.reduce((a, s) => a + (s.values[c] || 0), 0));
     const max = Math.max(1e-9, ...totals);
     const svg = frame(caption, description, W, H);
     axisY(svg, max, L, T, h, w);
     const band = w / categories.length, bw = band * 0.7;
+    const each = grouped ? bw / series.length : bw;
     categories.forEach((c, i) => {
       let y = T + h;
       series.forEach((s, k) => {
         const v = s.values[c] || 0;
         const bh = (h * v) / max;
-        y -= bh;
-        const rect = el("rect", { x: L + i * band + (band - bw) / 2, y, width: bw, height: bh, fill: PALETTE[k % PALETTE.length] });
+        const x = L + i * band + (band - bw) / 2 + (grouped ? k * each : 0);
+        if (grouped) y = T + h - bh; else y -= bh;
+        const rect = el("rect", { x, y, width: each, height: bh, fill: PALETTE[k % PALETTE.length] });
         rect.appendChild(el("title", {}, `${c}${s.name ? " · " + s.name : ""}: ${fmt(v)}${unit}`));
         svg.appendChild(rect);
       });

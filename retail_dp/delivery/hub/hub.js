@@ -325,7 +325,8 @@ async function metrics(p, panel) {
       `Out-of-time backtest on ${quality.backtest_customers} customers: ROC AUC ${quality.auc.toFixed(3)} for our opportunity score, ${quality.auc_dataos.toFixed(3)} for DataOS's score; top-decile precision ${quality.top_decile_precision.toFixed(3)} vs ${quality.top_decile_precision_dataos.toFixed(3)}.`,
       ["ROC AUC", "Top-decile precision"],
       [{ name: "ours", values: { "ROC AUC": quality.auc, "Top-decile precision": quality.top_decile_precision } },
-       { name: "DataOS", values: { "ROC AUC": quality.auc_dataos, "Top-decile precision": quality.top_decile_precision_dataos } }]));
+       { name: "DataOS", values: { "ROC AUC": quality.auc_dataos, "Top-decile precision": quality.top_decile_precision_dataos } }],
+      "", true));
   }
   if (p.name !== state.definitions.data_product) return;
   if (!state.meta) {
