@@ -4,9 +4,9 @@ Builds (once) a warehouse of N customers (default 1M) under data/bench/, with it
 snapshot; starts `retail-dp serve` on loopback; then, for each typical query:
 - the service: R requests of POST /v1/load (httpx, keep-alive), one at a time for p50/p99
   latency, then from C concurrent clients for throughput;
-- the baseline, in the same run: the SQL the service executes for that query (MetricFlow's
-  compiled SQL with the same bound parameters), run R times on the same snapshot with DuckDB
-  in this process; p50/p99.
+- the baseline, in the same run: the SQL the service executes for that query
+  (`DeliveryService.prepare`: MetricFlow's compiled SQL, ordered and paged, with the same bound
+  parameters), run R times on the same snapshot with DuckDB in this process; p50/p99.
 Latency is measured one request at a time; throughput with C clients at once. Prints
 medians and the ratio of the service's p50 to DuckDB's p50 (aim: p50 <= 2x + 5 ms).
 
@@ -29,7 +29,7 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from retail_dp.delivery.query import DEFAULT_LIMIT, LoadQuery  # noqa: E402
+from retail_dp.delivery.query import LoadQuery  # noqa: E402
 from retail_dp.delivery.service import DeliveryService  # noqa: E402
 from retail_dp.delivery.snapshots import current_name, published_dir  # noqa: E402
 from retail_dp.settings import Settings  # noqa: E402
@@ -114,26 +114,13 @@ def through_service(url: str, query: dict, requests: int, concurrency: int) -> d
 
 def direct(service: DeliveryService, query: dict, requests: int) -> dict:
     """The SQL the service runs for this query, with the same parameters, straight on DuckDB."""
-    from retail_dp.delivery.query import plan_query
-
-    caller = service.policies.authenticate(KEY)
-    parsed = LoadQuery.model_validate(query)
-    plan = plan_query(service.model, parsed)
-    service._apply_row_policy(caller, plan)
-    compiled = service.model.compile(plan.measures, plan.group_by, plan.where, [], None)
-    order = ", ".join(f'"{c}" {d.upper()} NULLS LAST' for c, d in plan.order) or ", ".join(
-        f'"{mf}" ASC NULLS LAST' for mf, _ in plan.group_by
-    )
-    sql = (
-        f"SELECT * FROM (\n{compiled.sql}\n) AS q ORDER BY {order} "
-        f"LIMIT {parsed.limit or DEFAULT_LIMIT}"
-    )
+    prepared = service.prepare(service.policies.authenticate(KEY), LoadQuery.model_validate(query))
     con = service.reader.current().cursor()
-    con.execute(sql, plan.params or None).fetchall()  # warm
+    con.execute(prepared.sql, prepared.params or None).fetchall()  # warm
     latencies = []
     for _ in range(requests):
         start = time.perf_counter()
-        con.execute(sql, plan.params or None).fetchall()
+        con.execute(prepared.sql, prepared.params or None).fetchall()
         latencies.append((time.perf_counter() - start) * 1000)
     return {"p50": statistics.median(latencies), "p99": percentile(latencies, 0.99)}
 

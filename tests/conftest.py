@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from datetime import date, datetime
 from pathlib import Path
 
@@ -15,7 +17,7 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 
 from retail_dp.generator.landing import GenerateRequest, generate  # noqa: E402
 from retail_dp.runner import RunReport, run_refresh  # noqa: E402
-from retail_dp.settings import Settings  # noqa: E402
+from retail_dp.settings import PROJECT_ROOT, Settings  # noqa: E402
 
 END_DATE = date(2026, 6, 30)
 AS_OF = datetime(2026, 7, 1, 6, 0, 0)
@@ -47,6 +49,30 @@ def built(sample, instance, tmp_path_factory) -> tuple[RunReport, Settings, dict
     )
     report = run_refresh(settings, as_of=AS_OF, instance=instance)
     return report, settings, manifest
+
+
+def run_cli(*args: str, dagster_home: Path) -> subprocess.CompletedProcess:
+    """The installed `retail-dp` console script, in its own process and Dagster instance."""
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "retail-dp"), *args],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "DAGSTER_HOME": str(dagster_home)},
+        timeout=600,
+    )
+
+
+def located(data_dir: Path, warehouse: Path) -> list[str]:
+    """The CLI's location options for a landing zone and warehouse, at the tests' AS_OF."""
+    return [
+        "--data-dir",
+        str(data_dir),
+        "--warehouse",
+        str(warehouse),
+        "--as-of",
+        AS_OF.isoformat(),
+    ]
 
 
 def read_manifest(folder: Path) -> dict:

@@ -35,6 +35,13 @@ def scalar(con, sql, params=None):
     return con.execute(sql, params or []).fetchall()[0][0]
 
 
+def signed(subject: str, groups: list[str]) -> str:
+    """A JWT the service accepts: signed with its secret, for its audience, valid 5 minutes."""
+    claims = {"sub": subject, "groups": groups, "aud": "retail_dp",
+              "exp": datetime.now(UTC) + timedelta(minutes=5)}  # fmt: skip
+    return jwt.encode(claims, JWT_SECRET, algorithm="HS256")
+
+
 def load(client, query: dict):
     return client.post("/v1/load", json=query)
 
@@ -59,22 +66,12 @@ def test_a_caller_without_a_grant_gets_403(server):
     )
     assert response.status_code == 403
     assert "customer.email" in response.json()["error"]
-    no_group = jwt.encode(
-        {"sub": "someone", "groups": ["not_a_group"], "aud": "retail_dp",
-         "exp": datetime.now(UTC) + timedelta(minutes=5)},
-        JWT_SECRET,
-        algorithm="HS256",
-    )  # fmt: skip
+    no_group = signed("someone", ["not_a_group"])
     assert load(server.client(token=no_group), SPEND_BY_COUNTRY).status_code == 403
 
 
 def test_a_signed_jwt_maps_to_its_groups(server, snapshot):
-    token = jwt.encode(
-        {"sub": "analyst@retail.example", "groups": ["marketing_analysts"], "aud": "retail_dp",
-         "exp": datetime.now(UTC) + timedelta(minutes=5)},
-        JWT_SECRET,
-        algorithm="HS256",
-    )  # fmt: skip
+    token = signed("analyst@retail.example", ["marketing_analysts"])
     response = load(server.client(token=token), {"measures": ["purchase.total_spend"]})
     assert response.status_code == 200, response.text
     total = response.json()["data"][0]["purchase.total_spend"]
@@ -456,12 +453,7 @@ def test_nothing_published_yet_is_a_clear_503(tmp_path):
 def test_rows_are_scoped_per_member_for_a_caller_in_several_groups(server):
     """Spain's manager who also views sales: members only the Spanish group grants keep its
     row filter; members an unrestricted group grants too are not filtered."""
-    token = jwt.encode(
-        {"sub": "both", "groups": ["regional_manager_spain", "sales_viewers"], "aud": "retail_dp",
-         "exp": datetime.now(UTC) + timedelta(minutes=5)},
-        JWT_SECRET,
-        algorithm="HS256",
-    )  # fmt: skip
+    token = signed("both", ["regional_manager_spain", "sales_viewers"])
     client = server.client(token=token)
     clv = load(client, {"measures": ["customer_value.total_predicted_clv"],
                         "dimensions": ["customer.country_code"]}).json()["data"]  # fmt: skip

@@ -1,18 +1,14 @@
 """Materialize everything with real dbt and real DuckDB, and reconcile with the manifest."""
 
-import os
-import subprocess
-import sys
 from datetime import datetime
-from pathlib import Path
 
 import dagster as dg
 import duckdb
 
 from retail_dp.runner import run_refresh
-from retail_dp.settings import PROJECT_ROOT, Settings
+from retail_dp.settings import Settings
 
-from .conftest import AS_OF
+from .conftest import AS_OF, located, run_cli
 
 ALL_ASSETS = {
     "customer_info",
@@ -164,23 +160,10 @@ def test_cli_run_records_the_run_and_reproduces_the_same_tables(built, tmp_path)
     _, settings, _ = built
     home = tmp_path / "dagster_home"
     warehouse = tmp_path / "again.duckdb"
-    bin_dir = Path(sys.executable).parent
-    result = subprocess.run(
-        [
-            str(bin_dir / "retail-dp"),
-            "run",
-            "--data-dir",
-            str(settings.data_dir),
-            "--warehouse",
-            str(warehouse),
-            "--as-of",
-            AS_OF.isoformat(),
-        ],
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "DAGSTER_HOME": str(home)},
-        timeout=600,
+    result = run_cli(
+        "run",
+        *located(settings.data_dir, warehouse),
+        dagster_home=home,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     out = result.stdout

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 import threading
 import xml.etree.ElementTree as ET
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -17,12 +15,13 @@ import duckdb
 import pytest
 
 from retail_dp.delivery.snapshots import current_name, published_dir
+from retail_dp.descriptors import Alerts
 from retail_dp.generator.landing import GenerateRequest, generate
 from retail_dp.quality import incidents
 from retail_dp.runner import run_checks, run_refresh
 from retail_dp.settings import Settings
 
-from .conftest import AS_OF, END_DATE
+from .conftest import AS_OF, END_DATE, located, run_cli
 
 MART_TABLES = (
     "fct_purchase",
@@ -212,23 +211,24 @@ def test_failed_checks_open_incidents_and_reach_the_webhook(defective):
 
 def test_incident_survives_a_receiver_that_is_down_and_resolves_once():
     con = duckdb.connect()
+    down = Alerts(webhook_url=closed_port_url(), timeout_seconds=2)
     failing = incidents.Evaluation(
         "purchase", "slo_validity", False, "ERROR", "validity", 0.8, 0.95, ">="
     )
-    events = incidents.record(con, [failing], "run-1", closed_port_url(), timeout=2)
+    events = incidents.record(con, [failing], "run-1", down)
     assert [e["event"] for e in events] == ["incident.opened"]
     row = con.execute(
         "SELECT status, delivered, delivery_error, occurrences FROM monitor.incidents"
     ).fetchall()[0]
     assert row[0] == "open" and row[1] is False and "Connection refused" in row[2]
     # a repeat failure is one more occurrence, not a second page
-    assert incidents.record(con, [failing], "run-2", closed_port_url(), timeout=2) == []
+    assert incidents.record(con, [failing], "run-2", down) == []
     receiver = Receiver()
     try:
         passing = incidents.Evaluation(
             "purchase", "slo_validity", True, "ERROR", "validity", 0.99, 0.95, ">="
         )
-        events = incidents.record(con, [passing], "run-3", receiver.url)
+        events = incidents.record(con, [passing], "run-3", Alerts(webhook_url=receiver.url))
     finally:
         receiver.close()
     assert [e["event"] for e in receiver.received] == ["incident.resolved"]
@@ -258,33 +258,17 @@ def test_a_changed_mart_schema_is_caught(built, tmp_path):
     assert float(row.measured) == pytest.approx(1 - 2 / 13, abs=1e-4)
 
 
-def _cli(*args: str, env_home: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "DAGSTER_HOME": str(env_home)}
-    return subprocess.run(
-        [sys.executable, "-m", "retail_dp.cli", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-    )
-
-
 def test_check_cli_passes_on_the_built_sample_and_writes_junit(built, tmp_path):
     _, settings, _ = built
     junit = tmp_path / "checks.xml"
     warehouse = tmp_path / "retail_dp.duckdb"
     shutil.copy(settings.warehouse, warehouse)
-    proc = _cli(
+    proc = run_cli(
         "check",
-        "--data-dir",
-        str(settings.data_dir),
-        "--warehouse",
-        str(warehouse),
-        "--as-of",
-        AS_OF.isoformat(),
+        *located(settings.data_dir, warehouse),
         "--junit-xml",
         str(junit),
-        env_home=tmp_path / "h",
+        dagster_home=tmp_path / "h",
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     lines = proc.stdout.splitlines()
@@ -319,19 +303,14 @@ def test_check_cli_fails_and_names_the_check_after_a_defect_lands(built, tmp_pat
             f"all_varchar = true)) TO '{landing}/customer_info.csv' (HEADER)"
         )
     junit = tmp_path / "checks.xml"
-    proc = _cli(
+    proc = run_cli(
         "check",
-        "--data-dir",
-        str(landing),
-        "--warehouse",
-        str(warehouse),
-        "--as-of",
-        AS_OF.isoformat(),
+        *located(landing, warehouse),
         "--select",
         "customer_info",
         "--junit-xml",
         str(junit),
-        env_home=tmp_path / "h",
+        dagster_home=tmp_path / "h",
     )
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "FAILED customer_info:slo_schema [schema]" in proc.stdout
@@ -342,13 +321,13 @@ def test_check_cli_fails_and_names_the_check_after_a_defect_lands(built, tmp_pat
 
 def test_check_cli_rejects_an_unknown_selection(built, tmp_path):
     _, settings, _ = built
-    proc = _cli(
+    proc = run_cli(
         "check",
         "--warehouse",
         str(settings.warehouse),
         "--select",
         "no_such_asset",
-        env_home=tmp_path / "h",
+        dagster_home=tmp_path / "h",
     )
     assert proc.returncode == 2
     assert "'no_such_asset' matches no asset or check" in proc.stderr

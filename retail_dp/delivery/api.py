@@ -80,6 +80,37 @@ ERRORS = {
 }
 
 
+# the service's refusals, as HTTP statuses (REST answers with them; GraphQL audits them)
+REFUSALS: dict[type[Exception], int] = {
+    SemanticError: 400,
+    Unauthorized: 401,
+    Forbidden: 403,
+    NoSnapshot: 503,
+}
+
+
+def identify(service: DeliveryService, request: Request) -> Caller:
+    """The caller behind `Authorization: Bearer <API key or JWT>`, noted in the audit entry."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    found = service.policies.authenticate(token.strip() if scheme.lower() == "bearer" else None)
+    request.state.audit.update({"caller": found.name, "groups": list(found.groups)})
+    return found
+
+
+def asked(query: LoadQuery) -> dict:
+    """What a load asked for, as the audit log records it."""
+    return {
+        "members": [*query.measures, *query.dimensions]
+        + [t.dimension for t in query.timeDimensions],
+        "filters": [f.model_dump() for f in query.filters],
+        "segments": query.segments,
+    }
+
+
+def answered(result: LoadResult) -> dict:
+    return {"rows": result.rows, "snapshot": result.snapshot["id"], "sql_ms": result.sql_ms}
+
+
 def create_app(service: DeliveryService) -> FastAPI:
     app = FastAPI(
         title="retail_dp delivery service",
@@ -120,48 +151,25 @@ def create_app(service: DeliveryService) -> FastAPI:
         request.state.audit["error"] = str(exc.detail)
         return error(exc.status_code, str(exc.detail))
 
-    @app.exception_handler(Unauthorized)
-    async def _unauthorized(request: Request, exc: Unauthorized):
+    async def refused(request: Request, exc: Exception):
         request.state.audit["error"] = str(exc)
-        response = error(401, str(exc))
-        response.headers["WWW-Authenticate"] = "Bearer"
+        response = error(REFUSALS[type(exc)], str(exc))
+        if isinstance(exc, Unauthorized):
+            response.headers["WWW-Authenticate"] = "Bearer"
         return response
 
-    @app.exception_handler(Forbidden)
-    async def _forbidden(request: Request, exc: Forbidden):
-        request.state.audit["error"] = str(exc)
-        return error(403, str(exc))
-
-    @app.exception_handler(SemanticError)
-    async def _bad_query(request: Request, exc: SemanticError):
-        request.state.audit["error"] = str(exc)
-        return error(400, str(exc))
-
-    @app.exception_handler(NoSnapshot)
-    async def _no_snapshot(request: Request, exc: NoSnapshot):
-        request.state.audit["error"] = str(exc)
-        return error(503, str(exc))
+    for refusal in REFUSALS:
+        app.add_exception_handler(refusal, refused)
 
     def caller(request: Request) -> Caller:
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        found = service.policies.authenticate(token.strip() if scheme.lower() == "bearer" else None)
-        request.state.audit.update({"caller": found.name, "groups": list(found.groups)})
-        return found
+        return identify(service, request)
 
     CallerDep = Annotated[Caller, Depends(caller)]
 
     def run_load(request: Request, who: Caller, query: LoadQuery) -> LoadResult:
-        request.state.audit.update(
-            {
-                "members": [*query.measures, *query.dimensions]
-                + [t.dimension for t in query.timeDimensions],
-                "filters": [f.model_dump() for f in query.filters],
-                "segments": query.segments,
-            }
-        )
+        request.state.audit.update(asked(query))
         result = service.load(who, query)
-        request.state.audit.update({"rows": result.rows, "snapshot": result.snapshot["id"]})
+        request.state.audit.update(answered(result))
         return result
 
     @app.get("/health", tags=["service"], summary="Liveness and the snapshot being served")
@@ -436,28 +444,18 @@ def _to_query(q: LoadInput) -> LoadQuery:
 
 def build_schema(service: DeliveryService) -> strawberry.Schema:
     def who(info: strawberry.Info) -> Caller:
-        request: Request = info.context["request"]
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        found = service.policies.authenticate(token.strip() if scheme.lower() == "bearer" else None)
-        request.state.audit.update({"caller": found.name, "groups": list(found.groups)})
-        return found
+        return identify(service, info.context["request"])
 
     def audited(info: strawberry.Info, call, field: dict | None = None):
         """GraphQL answers 200 with errors; the audit log still gets the refusal and why."""
         try:
             return call()
-        except (Unauthorized, Forbidden, SemanticError, NoSnapshot) as exc:
+        except tuple(REFUSALS) as exc:
             audit = info.context["request"].state.audit
             if field is not None:
                 field["error"] = f"{type(exc).__name__}: {exc}"
             audit["error"] = f"{type(exc).__name__}: {exc}"
-            audit["graphql_status"] = {
-                Unauthorized: 401,
-                Forbidden: 403,
-                SemanticError: 400,
-                NoSnapshot: 503,
-            }[type(exc)]
+            audit["graphql_status"] = REFUSALS[type(exc)]
             raise
 
     def member(d: dict) -> Member:
@@ -497,18 +495,13 @@ def build_schema(service: DeliveryService) -> strawberry.Schema:
         async def load(self, info: strawberry.Info, query: LoadInput) -> LoadOutput:
             caller = audited(info, lambda: who(info))
             parsed = audited(info, lambda: _to_query(query))
-            field = {
-                "members": [*parsed.measures, *parsed.dimensions]
-                + [t.dimension for t in parsed.timeDimensions],
-                "filters": [f.model_dump() for f in parsed.filters],
-                "segments": parsed.segments,
-            }
+            field = asked(parsed)
             # one entry per load field: a request may alias several
             info.context["request"].state.audit.setdefault("fields", []).append(field)
             result = await run_in_threadpool(
                 audited, info, lambda: service.load(caller, parsed), field
             )
-            field.update({"rows": result.rows, "snapshot": result.snapshot["id"]})
+            field.update(answered(result))
             return LoadOutput(
                 data=result.data,
                 rows=result.rows,

@@ -48,6 +48,9 @@ class RowFilter(_Strict):
     operator: Literal["equals", "in"]
     values: list[str | int | float | bool] = Field(min_length=1)
 
+    def __str__(self) -> str:
+        return f"{self.member} {self.operator} {self.values}"
+
 
 class Group(_Strict):
     description: str = ""

@@ -28,8 +28,19 @@ class SemanticError(ValueError):
     """A query the semantic model cannot answer; the message says why (HTTP 400)."""
 
 
+class _Named:
+    """A member of a logical table, named `table.member` in the API."""
+
+    table: str
+    name: str
+
+    @property
+    def member(self) -> str:
+        return f"{self.table}.{self.name}"
+
+
 @dataclass(frozen=True)
-class Dimension:
+class Dimension(_Named):
     table: str
     name: str
     label: str
@@ -39,17 +50,13 @@ class Dimension:
     pii: bool = False
     masking: str | None = None  # redact | hash | partial
 
-    @property
-    def member(self) -> str:
-        return f"{self.table}.{self.name}"
-
     def mf_name(self, granularity: str | None = None) -> str:
         base = f"{self.entity}__{self.name}"
         return f"{base}__{granularity}" if granularity else base
 
 
 @dataclass(frozen=True)
-class Measure:
+class Measure(_Named):
     table: str
     name: str  # the MetricFlow metric
     label: str
@@ -57,21 +64,13 @@ class Measure:
     unit: str | None
     kind: str  # simple | ratio | ...
 
-    @property
-    def member(self) -> str:
-        return f"{self.table}.{self.name}"
-
 
 @dataclass(frozen=True)
-class Segment:
+class Segment(_Named):
     table: str
     name: str
     description: str
     filter: dict
-
-    @property
-    def member(self) -> str:
-        return f"{self.table}.{self.name}"
 
 
 @dataclass(frozen=True)
@@ -79,16 +78,9 @@ class Table:
     name: str
     label: str
     description: str
-    relation: str
     dimensions: tuple[Dimension, ...]
     measures: tuple[Measure, ...]
     segments: tuple[Segment, ...]
-
-
-@dataclass
-class CompiledQuery:
-    sql: str
-    columns: list[tuple[str, str]]  # (mf output column, API member)
 
 
 class _CompileOnly:
@@ -171,7 +163,6 @@ class SemanticModel:
                 name=sm["name"],
                 label=sm.get("label") or sm["name"],
                 description=sm.get("description") or "",
-                relation=relation["relation_name"],
                 dimensions=tuple(dims),
                 measures=tuple(metrics_by_table.pop(sm["name"], [])),
                 segments=tuple(segments),
@@ -218,41 +209,28 @@ class SemanticModel:
 
     # -- compiling -----------------------------------------------------------------------
 
-    def compile(
-        self,
-        measures: list[str],
-        group_by: list[tuple[str, str]],  # (MetricFlow name, API member)
-        where: list[str],
-        order_by: list[str],
-        limit: int | None,
-    ) -> CompiledQuery:
-        """MetricFlow SQL for the query's shape. `where` holds MetricFlow filters whose values
-        are `$pN` placeholders, so one shape compiles once whatever the values."""
-        key = (tuple(measures), tuple(group_by), tuple(where), tuple(order_by), limit)
+    def compile(self, measures: list[str], group_by: list[str], where: list[str]) -> str:
+        """MetricFlow's SQL for the query's shape: metrics by MetricFlow group-by names, with
+        MetricFlow filters whose values are `$pN` placeholders, so one shape compiles once
+        whatever the values. Output columns are named after the metrics and group-bys."""
+        key = (tuple(measures), tuple(group_by), tuple(where))
         with self._lock:
             if key in self._cache:
                 self._cache.move_to_end(key)
                 return self._cache[key]
         request = MetricFlowQueryRequest.create(
-            metric_names=measures,
-            group_by_names=[mf for mf, _ in group_by],
-            where_constraints=where or None,
-            order_by_names=order_by or None,
-            limit=limit,
+            metric_names=measures, group_by_names=group_by, where_constraints=where or None
         )
         try:
             with self._lock:  # MetricFlow's engine is not documented as thread-safe
                 sql = self.engine.explain(request).sql_statement.sql
         except Exception as exc:  # MetricFlow's own errors name the member that cannot join
             raise SemanticError(_first_line(exc)) from exc
-        columns = [(mf, member) for mf, member in group_by]
-        columns += [(m, m) for m in measures]
-        compiled = CompiledQuery(sql=sql, columns=columns)
         with self._lock:
-            self._cache[key] = compiled
+            self._cache[key] = sql
             while len(self._cache) > 512:
                 self._cache.popitem(last=False)
-        return compiled
+        return sql
 
 
 def _classification(expr: str, columns: dict[str, dict]) -> dict:

@@ -18,7 +18,14 @@ import duckdb
 
 from retail_dp.delivery.policies import Caller, Forbidden, Policies, RowFilter, mask
 from retail_dp.delivery.query import DEFAULT_LIMIT, LoadQuery, Plan, filter_sql, plan_query
-from retail_dp.delivery.semantic import Dimension, Measure, SemanticError, SemanticModel
+from retail_dp.delivery.semantic import (
+    GRANULARITIES,
+    Dimension,
+    Measure,
+    SemanticError,
+    SemanticModel,
+    Table,
+)
 from retail_dp.delivery.snapshots import NoSnapshot, Snapshot, SnapshotReader, published_dir
 from retail_dp.descriptors import Catalog, LandingInput
 from retail_dp.settings import Settings
@@ -32,6 +39,18 @@ class LoadResult:
     snapshot: dict[str, str]
     sql_ms: float
     rows: int
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A query ready to run: SQL with its bound parameters, where each member's value sits
+    in the output, and which members to mask."""
+
+    sql: str
+    params: dict[str, Any]
+    outputs: list[tuple[str, str]]  # (output column, API member)
+    masking: dict[str, str]
+    plan: Plan
 
 
 class AuditLog:
@@ -111,31 +130,26 @@ class DeliveryService:
 
     def meta(self, caller: Caller) -> dict:
         """The semantic model as this caller may see it."""
+
+        def visible(item) -> bool:
+            return bool(self.policies.grants(caller, item.member))
+
         tables = []
         for table in self.model.tables.values():
-
-            def visible(item):
-                return bool(self.policies.grants(caller, item.member))
-
-            dims = [self._describe_dim(caller, d) for d in table.dimensions if visible(d)]
-            measures = [self._describe_measure(m) for m in table.measures if visible(m)]
-            segments = [
-                {"name": s.member, "title": s.name, "description": s.description}
-                for s in table.segments
-                if visible(s) and self._may_filter(caller, s.filter["member"])
-            ]
-            if dims or measures or segments:
-                tables.append(
-                    {
-                        "name": table.name,
-                        "title": table.label,
-                        "description": table.description,
-                        "rowsAvailable": self._rows_available(caller, dims),
-                        "dimensions": dims,
-                        "measures": measures,
-                        "segments": segments,
-                    }
-                )
+            described = self._describe_table(
+                table,
+                dims=[d for d in table.dimensions if visible(d)],
+                measures=[m for m in table.measures if visible(m)],
+                segments=[
+                    s
+                    for s in table.segments
+                    if visible(s) and self._may_filter(caller, s.filter["member"])
+                ],
+                masking=lambda d: self.policies.masking(caller, d),
+            )
+            if described["dimensions"] or described["measures"] or described["segments"]:
+                described["rowsAvailable"] = self._rows_available(caller, described["dimensions"])
+                tables.append(described)
         return {
             "caller": {"name": caller.name, "groups": list(caller.groups)},
             "tables": tables,
@@ -144,32 +158,13 @@ class DeliveryService:
 
     def definitions(self) -> dict:
         """The whole semantic model and the access groups, without data and without any
-        caller: what the hub shows before anyone signs in."""
-        tables = []
-        for table in self.model.tables.values():
-            tables.append(
-                {
-                    "name": table.name,
-                    "title": table.label,
-                    "description": table.description,
-                    "dimensions": [
-                        {
-                            "name": d.member,
-                            "title": d.label,
-                            "description": d.description,
-                            "type": "time" if d.type == "time" else "string",
-                            "pii": d.pii,
-                            "masking": d.masking,
-                        }
-                        for d in table.dimensions
-                    ],
-                    "measures": [self._describe_measure(m) for m in table.measures],
-                    "segments": [
-                        {"name": s.member, "title": s.name, "description": s.description}
-                        for s in table.segments
-                    ],
-                }
+        caller: what the hub shows before anyone signs in. Masking is the model's default."""
+        tables = [
+            self._describe_table(
+                t, t.dimensions, t.measures, t.segments, masking=lambda d: d.masking
             )
+            for t in self.model.tables.values()
+        ]
         groups = [
             {
                 "name": name,
@@ -177,16 +172,23 @@ class DeliveryService:
                 "members": group.members,
                 "exclude": group.exclude,
                 "masking": group.masking,
-                "row_filter": (
-                    f"{group.row_filter.member} {group.row_filter.operator} "
-                    f"{group.row_filter.values}"
-                    if group.row_filter
-                    else None
-                ),
+                "row_filter": str(group.row_filter) if group.row_filter else None,
             }
             for name, group in self.policies.file.groups.items()
         ]
         return {"data_product": self.catalog.consumer.name, "tables": tables, "groups": groups}
+
+    def _describe_table(self, table: Table, dims, measures, segments, masking) -> dict:
+        return {
+            "name": table.name,
+            "title": table.label,
+            "description": table.description,
+            "dimensions": [self._describe_dim(d, masking(d)) for d in dims],
+            "measures": [self._describe_measure(m) for m in measures],
+            "segments": [
+                {"name": s.member, "title": s.name, "description": s.description} for s in segments
+            ],
+        }
 
     def _rows_available(self, caller: Caller, dims: list[dict]) -> bool:
         """Whether the caller can list this table's dimension values at all: false when their
@@ -194,25 +196,24 @@ class DeliveryService:
         plain = [d["name"] for d in dims if d["type"] != "time"]
         if not plain:
             return False
-        plan = plan_query(self.model, LoadQuery(dimensions=plain[:1]))
         try:
-            self._apply_row_policy(caller, plan)
-            self.model.compile(plan.measures, plan.group_by, plan.where, [], None)
+            self._compile(caller, plan_query(self.model, LoadQuery(dimensions=plain[:1])))
         except (SemanticError, Forbidden):
             return False
         return True
 
-    def _describe_dim(self, caller: Caller, d: Dimension) -> dict:
+    @staticmethod
+    def _describe_dim(d: Dimension, masking: str | None) -> dict:
         described = {
             "name": d.member,
             "title": d.label,
             "description": d.description,
             "type": "time" if d.type == "time" else "string",
             "pii": d.pii,
-            "masking": self.policies.masking(caller, d),
+            "masking": masking,
         }
         if d.type == "time":
-            described["granularities"] = ["day", "week", "month", "quarter", "year"]
+            described["granularities"] = list(GRANULARITIES)
         return described
 
     @staticmethod
@@ -230,11 +231,14 @@ class DeliveryService:
         filters = self.policies.row_filters(caller)
         if filters is None:
             return None
-        return " OR ".join(f"{f.member} {f.operator} {f.values}" for f in filters) or "no rows"
+        return " OR ".join(str(f) for f in filters) or "no rows"
 
     # -- load ----------------------------------------------------------------------------
 
-    def load(self, caller: Caller, query: LoadQuery) -> LoadResult:
+    def prepare(self, caller: Caller, query: LoadQuery) -> Prepared:
+        """Everything but running it: grants checked, masked members kept out of filters and
+        ordering, the caller's rows applied, compiled by MetricFlow, wrapped with a total
+        order and the page. (The delivery benchmark runs this same SQL on DuckDB directly.)"""
         plan = plan_query(self.model, query)
         for member in plan.members:
             self.policies.require(caller, member)
@@ -248,43 +252,35 @@ class DeliveryService:
         for member in query.order:
             if member in masking:
                 raise SemanticError(f"cannot order by {member!r}: it is masked for your group")
-        unrestricted = list(plan.where)
-        restricted = self._apply_row_policy(caller, plan)
-        try:
-            compiled = self.model.compile(plan.measures, plan.group_by, plan.where, [], None)
-        except SemanticError:
-            if restricted:  # answerable, but not within the caller's rows: refuse, don't widen
-                self.model.compile(plan.measures, plan.group_by, unrestricted, [], None)
-                raise Forbidden(
-                    f"your group's row policy ({self._row_filter_text(caller)}) cannot be "
-                    "applied to this query's members"
-                ) from None
-            raise
-        limit = query.limit or DEFAULT_LIMIT
+        compiled = self._compile(caller, plan)
         # a total order, so pages never overlap: what was asked, then the unmasked dimensions,
         # the measures, and masked dimensions by a salted hash (their raw order would leak)
         order = list(plan.order)
         order += [(mf, "asc") for mf, m in plan.group_by if m not in masking]
         order += [(mf, "asc") for mf in plan.measures]
         terms = [f'"{col}" {d.upper()} NULLS LAST' for col, d in order]
-        terms += [
-            f'md5($salt || CAST("{mf}" AS VARCHAR)) NULLS LAST'
-            for mf, m in plan.group_by
-            if m in masking
-        ]
+        hidden = [mf for mf, m in plan.group_by if m in masking]
+        terms += [f'md5($salt || CAST("{mf}" AS VARCHAR)) NULLS LAST' for mf in hidden]
         params = dict(plan.params)
-        if any(m in masking for _, m in plan.group_by):
+        if hidden:
             params["salt"] = self.salt.decode()
         sql = (
-            f"SELECT * FROM (\n{compiled.sql}\n) AS q"
+            f"SELECT * FROM (\n{compiled}\n) AS q"
             + (f" ORDER BY {', '.join(dict.fromkeys(terms))}" if terms else "")
-            + f" LIMIT {int(limit)} OFFSET {int(query.offset)}"
+            + f" LIMIT {int(query.limit or DEFAULT_LIMIT)} OFFSET {int(query.offset)}"
         )
+        # output columns, in the order asked: dimensions, time dimensions, then measures
+        outputs = list(plan.group_by)
+        outputs += [(self.model.measure(m).name, m) for m in query.measures]
+        return Prepared(sql, params, outputs, masking, plan)
+
+    def load(self, caller: Caller, query: LoadQuery) -> LoadResult:
+        prepared = self.prepare(caller, query)
         snapshot = self.reader.current()
         started = time.perf_counter()
         cur = snapshot.cursor()
         try:
-            rows = cur.execute(sql, params or None).fetchall()
+            rows = cur.execute(prepared.sql, prepared.params or None).fetchall()
             names = [d[0] for d in cur.description]
         except (
             duckdb.ConversionException,
@@ -300,28 +296,39 @@ class DeliveryService:
         finally:
             cur.close()
         sql_ms = (time.perf_counter() - started) * 1000
-        member_of = dict(compiled.columns)
-        members = [member_of.get(n, n) for n in names]
-        measures_by_mf = {self.model.measure(m).name: m for m in query.measures}
-        members = [measures_by_mf.get(m, m) for m in members]
-        # keys in the order asked: dimensions, time dimensions, then measures
-        wanted = [m for _, m in plan.group_by] + list(query.measures)
-        position = [members.index(m) for m in wanted]
+        columns = [(names.index(mf), member) for mf, member in prepared.outputs]
+        masking = prepared.masking
         data = []
         for row in rows:
             record = {}
-            for member, i in zip(wanted, position, strict=True):
+            for i, member in columns:
                 how = masking.get(member)
                 record[member] = mask(row[i], how, self.salt) if how else _json_value(row[i])
             data.append(record)
         return LoadResult(
             data=data,
-            annotation=self._annotation(query, plan),
+            annotation=self._annotation(query, prepared.plan),
             masked=masking,
             snapshot=self._snapshot_ref(snapshot),
             sql_ms=round(sql_ms, 2),
             rows=len(data),
         )
+
+    def _compile(self, caller: Caller, plan: Plan) -> str:
+        """Compile the plan within the caller's rows; a query the model answers, but not
+        within those rows, is refused (403) rather than widened."""
+        unrestricted = list(plan.where)
+        restricted = self._apply_row_policy(caller, plan)
+        try:
+            return self.model.compile(plan.measures, [mf for mf, _ in plan.group_by], plan.where)
+        except SemanticError:
+            if restricted:
+                self.model.compile(plan.measures, [mf for mf, _ in plan.group_by], unrestricted)
+                raise Forbidden(
+                    f"your group's row policy ({self._row_filter_text(caller)}) cannot be "
+                    "applied to this query's members"
+                ) from None
+            raise
 
     def _may_filter(self, caller: Caller, member: str) -> bool:
         dim = self.model.dimension(member)
@@ -378,20 +385,20 @@ class DeliveryService:
     # -- data products -------------------------------------------------------------------
 
     def data_products(self) -> list[dict]:
-        try:
-            snapshot = self.reader.current()
-        except Exception:  # nothing published: the catalogue still answers
-            snapshot = None
+        snapshot = self._current_or_none()
         return [self._product(p, snapshot) for p in self.catalog.products.values()]
 
     def data_product(self, name: str) -> dict:
         if name not in self.catalog.products:
             raise KeyError(name)
+        return self._product(self.catalog.products[name], self._current_or_none())
+
+    def _current_or_none(self) -> Snapshot | None:
+        """The catalogue answers before anything is published, with no status."""
         try:
-            snapshot = self.reader.current()
-        except Exception:
-            snapshot = None
-        return self._product(self.catalog.products[name], snapshot)
+            return self.reader.current()
+        except NoSnapshot:
+            return None
 
     def _product(self, product, snapshot: Snapshot | None) -> dict:
         described = json.loads(product.model_dump_json(exclude_none=True))

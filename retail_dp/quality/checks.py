@@ -96,8 +96,7 @@ def _checks_for(asset: dg.AssetKey, checks: list[SloCheck]) -> dg.AssetChecksDef
                 con,
                 evaluations,
                 context.run.run_id,
-                incidents.webhook_url(product.alerts.webhook_url),
-                product.alerts.timeout_seconds,
+                product.alerts,
             )
         log_evaluations(context, evaluations)
         yield from results

@@ -16,7 +16,7 @@ import dagster as dg
 from dagster_dbt import DbtCliResource
 
 from retail_dp.descriptors import Alerts, SloCategory
-from retail_dp.quality.incidents import Evaluation, record, webhook_url
+from retail_dp.quality.incidents import Evaluation, record
 from retail_dp.quality.slo import category_of_dbt_test
 from retail_dp.resources import ReferenceTime, Warehouse
 
@@ -109,8 +109,7 @@ def build_source_test_checks(
                 con,
                 evaluations,
                 context.run.run_id,
-                webhook_url(alerts.webhook_url),
-                alerts.timeout_seconds,
+                alerts,
             )
         yield from results
 

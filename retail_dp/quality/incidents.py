@@ -20,6 +20,8 @@ from typing import Any
 
 import duckdb
 
+from retail_dp.descriptors import Alerts
+
 log = logging.getLogger(__name__)
 
 WEBHOOK_ENV = "RETAIL_DP_WEBHOOK_URL"
@@ -78,10 +80,11 @@ def record(
     con: duckdb.DuckDBPyConnection,
     evaluations: list[Evaluation],
     run_id: str | None,
-    url: str | None,
-    timeout: float = 5.0,
+    alerts: Alerts,
 ) -> list[dict]:
-    """Open, update or resolve incidents for `evaluations`; returns the events it posted."""
+    """Open, update or resolve incidents for `evaluations` and post them where `alerts` (or
+    the environment) says; returns the events it posted."""
+    url = webhook_url(alerts.webhook_url)
     ensure_table(con)
     now = datetime.now(UTC).replace(tzinfo=None)
     events: list[dict] = []
@@ -131,7 +134,7 @@ def record(
             )
             events.append(_event("incident.resolved", open_id, ev, run_id, now))
     for event in events:
-        error = deliver(url, event, timeout) if url else "no webhook configured"
+        error = deliver(url, event, alerts.timeout_seconds) if url else "no webhook configured"
         if event["event"] == "incident.opened":
             con.execute(
                 f"UPDATE {INCIDENTS} SET delivered = ?, delivery_error = ? WHERE incident_id = ?",

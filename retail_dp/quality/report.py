@@ -146,6 +146,19 @@ class Attainment:
         return None if self.share is None else self.share >= self.objective
 
 
+def evaluations_of(instance: dg.DagsterInstance, key: dg.AssetCheckKey, limit: int) -> list:
+    """The check's last `limit` finished evaluations, newest first, with their records."""
+    done = {AssetCheckExecutionRecordStatus.SUCCEEDED, AssetCheckExecutionRecordStatus.FAILED}
+    records = instance.event_log_storage.get_asset_check_execution_history(
+        key, limit=limit, status=done
+    )
+    return [
+        (r, r.event.asset_check_evaluation)
+        for r in records
+        if r.event and r.event.asset_check_evaluation
+    ]
+
+
 def slo_attainment(
     instance: dg.DagsterInstance,
     check_keys: list[dg.AssetCheckKey],
@@ -154,15 +167,11 @@ def slo_attainment(
 ) -> list[Attainment]:
     """Per SLO category, the share of check evaluations that passed in the last `runs` runs
     that evaluated checks, against the descriptor's attainment objective."""
-    done = {AssetCheckExecutionRecordStatus.SUCCEEDED, AssetCheckExecutionRecordStatus.FAILED}
-    records = []
-    for key in check_keys:
-        for record in instance.event_log_storage.get_asset_check_execution_history(
-            key, limit=runs, status=done
-        ):
-            evaluation = record.event.asset_check_evaluation if record.event else None
-            if evaluation is not None:
-                records.append((record.create_timestamp, record.run_id, evaluation))
+    records = [
+        (record.create_timestamp, record.run_id, evaluation)
+        for key in check_keys
+        for record, evaluation in evaluations_of(instance, key, runs)
+    ]
     ordered = sorted({(t, r) for t, r, _ in records}, reverse=True)
     recent_runs = []
     for _, run_id in ordered:
@@ -209,17 +218,9 @@ def latest_checks(
 ) -> list[dict]:
     """The latest evaluation of every check, with the statuses of its last `history`
     evaluations (oldest first), as plain rows (what a snapshot publishes)."""
-    done = {AssetCheckExecutionRecordStatus.SUCCEEDED, AssetCheckExecutionRecordStatus.FAILED}
     rows = []
     for key in check_keys:
-        records = instance.event_log_storage.get_asset_check_execution_history(
-            key, limit=history, status=done
-        )
-        evaluated = [
-            (r, r.event.asset_check_evaluation)
-            for r in records
-            if r.event and r.event.asset_check_evaluation
-        ]
+        evaluated = evaluations_of(instance, key, history)
         if not evaluated:
             continue
         latest, evaluation = evaluated[0]

@@ -161,8 +161,7 @@ def _dbt_step(
                 con,
                 outcomes,
                 context.run_id,
-                incidents.webhook_url(alerts.webhook_url),
-                alerts.timeout_seconds,
+                alerts,
             )
 
     return _models

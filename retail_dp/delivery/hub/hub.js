@@ -26,6 +26,15 @@ function h(tag, attrs = {}, ...children) {
   return node;
 }
 
+// a table with column headers; a cell is text, a node, or a <td> made by num() or td()
+function grid(attrs, headers, rows, rowAttrs = () => ({})) {
+  const cell = (c) => (c instanceof HTMLElement && c.tagName === "TD" ? c : h("td", {}, c));
+  return h("table", attrs,
+    h("thead", {}, h("tr", {}, headers.map((c) => h("th", { scope: "col" }, c)))),
+    h("tbody", {}, rows.map((cells, i) => h("tr", rowAttrs(i), cells.map(cell)))));
+}
+const num = (v) => h("td", { class: "num" }, v);
+
 async function api(path, options = {}) {
   const headers = { "Content-Type": "application/json", ...(options.headers || {}) };
   if (state.key) headers.Authorization = `Bearer ${state.key}`;
@@ -208,8 +217,8 @@ function overview(p, panel) {
     ),
     h("h2", {}, "Service levels"),
     h("div", { id: "slo-badges" }, sloBadges(p.status.slo)),
-    h("table", {}, h("thead", {}, h("tr", {}, h("th", {}, "SLO"), h("th", {}, "Objective"), h("th", {}, "Target"), h("th", {}, "Severity"))),
-      h("tbody", {}, Object.entries(p.slos).map(([c, s]) => h("tr", {}, h("td", {}, c), h("td", {}, s.objective), h("td", {}, `${s.comparison} ${s.target} ${s.unit}`), h("td", {}, `${s.severity}${s.blocking ? ", blocking" : ""}`))))),
+    grid({}, ["SLO", "Objective", "Target", "Severity"], Object.entries(p.slos).map(([c, s]) =>
+      [c, s.objective, `${s.comparison} ${s.target} ${s.unit}`, `${s.severity}${s.blocking ? ", blocking" : ""}`])),
   );
   if (p.metrics?.length) {
     panel.append(h("h2", {}, "North-star metrics"), h("ul", {}, p.metrics.map((m) => h("li", {}, h("strong", {}, m.label), ": ", m.definition))));
@@ -286,13 +295,11 @@ async function model(p, panel) {
       ...t.measures.map((m) => ["measure", m]),
       ...t.segments.map((s) => ["segment", s]),
     ];
-    section.append(h("table", {},
-      h("thead", {}, h("tr", {}, ["Member", "Kind", "Title", "Description", "PII", "Access"].map((c) => h("th", { scope: "col" }, c)))),
-      h("tbody", {}, rows.map(([kind, m]) => h("tr", { "data-member": m.name },
-        h("td", {}, h("code", {}, m.name)), h("td", {}, kind), h("td", {}, m.title), h("td", {}, m.description),
-        h("td", {}, m.pii ? h("span", { class: "badge pii", title: `masked by default: ${m.masking}` }, `PII · ${m.masking}`) : ""),
-        h("td", {}, visible ? (visible.has(m.name) ? (maskingFor[m.name] && maskingFor[m.name] !== "none" ? `yes, ${maskingFor[m.name]}` : "yes") : "no") : "sign in"),
-      )))));
+    section.append(grid({}, ["Member", "Kind", "Title", "Description", "PII", "Access"], rows.map(([kind, m]) => [
+      h("code", {}, m.name), kind, m.title, m.description,
+      m.pii ? h("span", { class: "badge pii", title: `masked by default: ${m.masking}` }, `PII · ${m.masking}`) : "",
+      visible ? (visible.has(m.name) ? (maskingFor[m.name] && maskingFor[m.name] !== "none" ? `yes, ${maskingFor[m.name]}` : "yes") : "no") : "sign in",
+    ]), (i) => ({ "data-member": rows[i][1].name })));
     panel.append(section);
     const mine = state.meta?.tables.find((x) => x.name === t.name);
     if (mine && !mine.rowsAvailable) {
@@ -305,9 +312,7 @@ async function model(p, panel) {
         const sample = h("div", { class: "sample", "data-sample": t.name }, h("p", { class: "muted" }, "Loading sample rows…"));
         section.append(h("h3", {}, "Sample rows"), sample);
         load({ dimensions: dims, limit: 5 })
-          .then((r) => sample.replaceChildren(h("table", {},
-            h("thead", {}, h("tr", {}, dims.map((d) => h("th", { scope: "col" }, d)))),
-            h("tbody", {}, r.data.map((row) => h("tr", {}, dims.map((d) => h("td", {}, row[d] ?? "–"))))))))
+          .then((r) => sample.replaceChildren(grid({}, dims, r.data.map((row) => dims.map((d) => row[d] ?? "–")))))
           .catch((e) => sample.replaceChildren(h("p", { class: "notice" }, `No sample for your group: ${e.message}`)));
       }
     }
@@ -376,24 +381,22 @@ function quality(p, panel) {
   const checks = p.status.checks;
   panel.append(h("h2", {}, "Service levels"), h("div", {}, sloBadges(p.status.slo)));
   if (p.status.slo_attainment) {
-    panel.append(h("h3", {}, "Attainment over recent runs"), h("table", {},
-      h("thead", {}, h("tr", {}, ["Category", "Runs", "Passed", "Share", "Objective", "Status"].map((c) => h("th", { scope: "col" }, c)))),
-      h("tbody", {}, p.status.slo_attainment.map((a) => h("tr", {}, h("td", {}, a.category), h("td", { class: "num" }, a.runs),
-        h("td", { class: "num" }, `${a.passed}/${a.evaluations}`), h("td", { class: "num" }, a.share == null ? "–" : `${(a.share * 100).toFixed(1)}%`),
-        h("td", { class: "num" }, `${(a.objective * 100).toFixed(0)}%`), h("td", {}, a.met == null ? "no data" : a.met ? "met" : "breached"))))));
+    panel.append(h("h3", {}, "Attainment over recent runs"), grid({}, ["Category", "Runs", "Passed", "Share", "Objective", "Status"],
+      p.status.slo_attainment.map((a) => [a.category, num(a.runs), num(`${a.passed}/${a.evaluations}`),
+        num(a.share == null ? "–" : `${(a.share * 100).toFixed(1)}%`), num(`${(a.objective * 100).toFixed(0)}%`),
+        a.met == null ? "no data" : a.met ? "met" : "breached"])));
   }
   const incidents = p.status.open_incidents || [];
   panel.append(h("h3", {}, `Open incidents (${incidents.length})`),
     incidents.length ? h("ul", { id: "incidents" }, incidents.map((i) => h("li", {}, `${i.asset}:${i.check_name} [${i.slo_category}] measured ${i.measured}, target ${i.comparison} ${i.target}, since ${i.opened_at} (${i.occurrences}x)`)))
       : h("p", { id: "incidents" }, "None."));
-  panel.append(h("h3", {}, `Checks (${checks.length})`), h("table", { id: "checks" },
-    h("thead", {}, h("tr", {}, ["Asset", "Check", "Category", "Measured", "Target", "Status", "Recent runs"].map((c) => h("th", { scope: "col" }, c)))),
-    h("tbody", {}, checks.map((c) => h("tr", {},
-      h("td", {}, c.asset), h("td", {}, h("code", {}, c.check)), h("td", {}, c.category), h("td", { class: "num" }, c.measured),
-      h("td", {}, c.target), h("td", {}, h("span", { class: `badge ${c.status === "PASSED" ? "ok" : c.status === "FAILED" ? "bad" : "warn"}` }, c.status)),
-      h("td", {}, h("span", { class: "history", role: "img", "aria-label": `last ${c.history.length} runs: ${c.history.map((x) => x.status.toLowerCase()).join(", ")}` },
-        c.history.map((x) => h("span", { class: x.status, title: `${x.at ? new Date(x.at * 1000).toISOString() : ""} ${x.status} ${x.measured}` })))),
-    )))));
+  panel.append(h("h3", {}, `Checks (${checks.length})`), grid({ id: "checks" }, ["Asset", "Check", "Category", "Measured", "Target", "Status", "Recent runs"],
+    checks.map((c) => [
+      c.asset, h("code", {}, c.check), c.category, num(c.measured), c.target,
+      h("span", { class: `badge ${c.status === "PASSED" ? "ok" : c.status === "FAILED" ? "bad" : "warn"}` }, c.status),
+      h("span", { class: "history", role: "img", "aria-label": `last ${c.history.length} runs: ${c.history.map((x) => x.status.toLowerCase()).join(", ")}` },
+        c.history.map((x) => h("span", { class: x.status, title: `${x.at ? new Date(x.at * 1000).toISOString() : ""} ${x.status} ${x.measured}` }))),
+    ])));
 }
 
 function access(p, panel) {
@@ -414,13 +417,13 @@ function access(p, panel) {
     });
     panel.append(h("h3", {}, title), h("div", { class: "snippet" }, h("pre", {}, h("code", {}, code)), copy));
   }
-  panel.append(h("h2", {}, "Who may see what"), h("table", { id: "groups" },
-    h("thead", {}, h("tr", {}, ["Group", "Description", "Members", "Masking", "Rows"].map((c) => h("th", { scope: "col" }, c)))),
-    h("tbody", {}, state.definitions.groups.map((g) => h("tr", {},
-      h("td", {}, g.name), h("td", {}, g.description),
-      h("td", {}, g.members.join(", ") + (g.exclude.length ? ` except ${g.exclude.join(", ")}` : "")),
-      h("td", {}, Object.entries(g.masking).map(([m, how]) => `${m}: ${how}`).join(", ") || "model defaults"),
-      h("td", {}, g.row_filter || "all"))))),
+  panel.append(h("h2", {}, "Who may see what"), grid({ id: "groups" }, ["Group", "Description", "Members", "Masking", "Rows"],
+    state.definitions.groups.map((g) => [
+      g.name, g.description,
+      g.members.join(", ") + (g.exclude.length ? ` except ${g.exclude.join(", ")}` : ""),
+      Object.entries(g.masking).map(([m, how]) => `${m}: ${how}`).join(", ") || "model defaults",
+      g.row_filter || "all",
+    ])),
     h("p", { class: "muted" }, "A caller in several groups gets every member any of them grants, the lightest masking among them, and the rows any of them allows."));
 }
 
