@@ -131,6 +131,69 @@ class Alerts(Strict):
     timeout_seconds: Annotated[float, Field(gt=0, le=60)] = 5.0
 
 
+class ValueRule(Strict):
+    """A rule on one landing column, as data. `on_fail: warn` keeps the row and counts it
+    against the validity SLO; `reject` quarantines it. Reject only rows that cannot be used."""
+
+    column: Annotated[str, Field(pattern=IDENTIFIER)]
+    rule: Literal[">", ">=", "<", "<=", "between", "in", "matches", "country"]
+    # a number (comparisons), [low, high] (between), an allow-list (in), a regex (matches)
+    value: float | list[float] | list[str] | str | None = None
+    on_fail: Literal["reject", "warn"] = "warn"
+
+    @model_validator(mode="after")
+    def _check_value(self) -> ValueRule:
+        expected = {
+            ">": float,
+            ">=": float,
+            "<": float,
+            "<=": float,
+            "between": list,
+            "in": list,
+            "matches": str,
+            "country": type(None),
+        }[self.rule]
+        if not isinstance(self.value, expected) or isinstance(self.value, bool):
+            raise ValueError(f"rule {self.rule!r} takes a {expected.__name__} value")
+        if self.rule == "between" and len(self.value) != 2:
+            raise ValueError("rule 'between' takes [low, high]")
+        if self.rule == "in" and not self.value:
+            raise ValueError("rule 'in' takes a non-empty allow-list")
+        return self
+
+
+class Identifiers(Strict):
+    """What a key or reference value may be: any non-blank text or number once trimmed, at
+    most `max_length` characters. `pattern` is an optional house rule (a warning)."""
+
+    max_length: Annotated[int, Field(ge=1, le=4096)] = 128
+    pattern: str | None = None
+
+
+class PriceCeiling(Strict):
+    """`column` may not exceed `ratio` times the referenced list price (when that is > 0)."""
+
+    column: Annotated[str, Field(pattern=IDENTIFIER)]
+    ratio: Annotated[float, Field(gt=1)]
+    on_fail: Literal["reject", "warn"] = "warn"
+
+
+class Contract(Strict):
+    """A source's landing rules that are vocabulary, not code: the column types and keys live
+    in `retail_dp/sources/contracts.py`, these in the descriptor."""
+
+    identifiers: Identifiers = Identifiers()
+    rules: list[ValueRule] = []
+    price_ceiling: PriceCeiling | None = None
+    # rows whose value here lies after as_of do not exist yet for the run: deferred, not loaded
+    defer_after_as_of: list[Annotated[str, Field(pattern=IDENTIFIER)]] = []
+    # a field longer than this quarantines its row (reason oversized_field)
+    max_field_length: Annotated[int, Field(ge=16)] = 1_000_000
+
+    def allowed_values(self, column: str) -> list[str] | None:
+        return next((r.value for r in self.rules if r.column == column and r.rule == "in"), None)
+
+
 class DataProduct(Strict):
     name: Annotated[str, Field(pattern=IDENTIFIER)]
     title: str
@@ -148,6 +211,8 @@ class DataProduct(Strict):
     slos: dict[SloCategory, Slo]
     refresh: Refresh
     alerts: Alerts = Alerts()
+    # source-aligned products: the landing rules that are data (vocabularies, ranges, ids)
+    contract: Contract | None = None
 
     @model_validator(mode="after")
     def _check_shape(self) -> DataProduct:
@@ -158,6 +223,8 @@ class DataProduct(Strict):
         wrong = [i for i in self.inputs if not isinstance(i, wanted)]
         if wrong:
             raise ValueError(f"a {self.kind} product takes inputs of the form {wanted.__name__}")
+        if self.contract is not None and self.kind != "source-aligned":
+            raise ValueError("only a source-aligned product declares a landing contract")
         return self
 
     @property

@@ -18,14 +18,18 @@ from retail_dp.sources.audit import (
     UNIQUENESS_REASONS,
     LandingAudit,
     audit_judgement,
-    column_types,
     expected_types,
     fingerprint,
     load_audit,
 )
-from retail_dp.sources.contracts import CONTRACTS
+from retail_dp.sources.contracts import build_contracts
 from retail_dp.sources.ingest import QUARANTINE, drop_judgement, judge, table
-from retail_dp.sources.landing import LandingError, check_file_columns, find_landing_files
+from retail_dp.sources.landing import (
+    LandingError,
+    check_file_columns,
+    file_columns,
+    find_landing_files,
+)
 
 
 def freshness_column(product: DataProduct) -> str | None:
@@ -64,11 +68,15 @@ def _source_checks(product: DataProduct, schema: pa.DataFrameSchema) -> list[Slo
 
     def audited(ctx: MeasureContext) -> tuple[LandingAudit, dict]:
         audit, source = current_audit(ctx, product, schema)
-        return audit, {"measured_on": source, "rows_read": audit.rows_read}
+        return audit, {
+            "measured_on": source,
+            "rows_read": audit.rows_read,
+            "rows_deferred": audit.rows_deferred,
+        }
 
     def completeness(ctx: MeasureContext) -> Measurement:
         audit, meta = audited(ctx)
-        rates = {c: ratio(n, audit.rows_read) for c, n in audit.nulls.items()}
+        rates = {c: ratio(n, audit.rows_judged) for c, n in audit.nulls.items()}
         worst = min(rates, key=rates.get) if rates else None
         violation = (
             f"{audit.accepted_key_nulls} accepted rows have no {contract_key}"
@@ -90,7 +98,7 @@ def _source_checks(product: DataProduct, schema: pa.DataFrameSchema) -> list[Slo
             else None
         )
         return Measurement(
-            ratio(duplicates, audit.rows_read),
+            ratio(duplicates, audit.rows_judged),
             {**meta, "duplicate_rows": duplicates, "key": contract_key},
             violation,
         )
@@ -100,7 +108,7 @@ def _source_checks(product: DataProduct, schema: pa.DataFrameSchema) -> list[Slo
         invalid = audit.rejected_for(COMPLETENESS_REASONS + UNIQUENESS_REASONS, include=False)
         total = sum(invalid.values()) + sum(audit.warnings.values())
         return Measurement(
-            ratio(total, audit.rows_read),
+            ratio(total, audit.rows_judged),
             {
                 **meta,
                 "invalid_rows": total,
@@ -136,7 +144,7 @@ def _source_checks(product: DataProduct, schema: pa.DataFrameSchema) -> list[Slo
             return Measurement(None, {}, str(exc))
         checked = 0
         for path in files.all:
-            found = column_types(path, ctx.con)
+            found = file_columns(ctx.con, path)
             for col in expected:
                 checked += 1
                 if col not in found:
@@ -172,16 +180,18 @@ def _source_checks(product: DataProduct, schema: pa.DataFrameSchema) -> list[Slo
         quarantined = ctx.con.execute(
             f"SELECT count(*) FROM {QUARANTINE} WHERE source = ?", [schema.name]
         ).fetchall()[0][0]
-        gap = abs(stored.rows_read - accepted - quarantined)
+        gap = abs(stored.rows_read - accepted - quarantined - stored.rows_deferred)
         return Measurement(
             ratio(gap, stored.rows_read),
             {
                 "rows_read": stored.rows_read,
                 "rows_accepted": accepted,
                 "rows_quarantined": quarantined,
+                "rows_deferred": stored.rows_deferred,
                 "loaded_by_run": stored.run_id,
             },
-            f"read {stored.rows_read} but accepted {accepted} + quarantined {quarantined}"
+            f"read {stored.rows_read} but accepted {accepted} + quarantined {quarantined} "
+            f"+ deferred {stored.rows_deferred}"
             if gap
             else None,
         )
@@ -200,7 +210,8 @@ def _source_checks(product: DataProduct, schema: pa.DataFrameSchema) -> list[Slo
         SloCategory.validity: (
             validity,
             "Share of landing rows that pass every contract rule (types, ranges, sets, "
-            "references, not after as_of, warning rules such as the email format).",
+            "references, and the descriptor's warning rules such as the email format); rows dated "
+            "after as_of are deferred and not counted.",
         ),
         SloCategory.freshness: (
             freshness,
@@ -213,7 +224,7 @@ def _source_checks(product: DataProduct, schema: pa.DataFrameSchema) -> list[Slo
         ),
         SloCategory.accuracy: (
             accuracy,
-            "Rows read reconcile with rows accepted plus rows quarantined.",
+            "Rows read reconcile with rows accepted, quarantined and deferred (dated after as_of).",
         ),
     }
     return [
@@ -226,6 +237,6 @@ def _source_checks(product: DataProduct, schema: pa.DataFrameSchema) -> list[Slo
 def source_checks(catalog: Catalog) -> list[SloCheck]:
     return [
         check
-        for name, schema in CONTRACTS.items()
+        for name, schema in build_contracts(catalog).items()
         for check in _source_checks(catalog[name], schema)
     ]

@@ -7,7 +7,7 @@ import pandera.pandas as pa
 
 from retail_dp.descriptors import Catalog, DataProduct, LandingInput, SloCategory
 from retail_dp.resources import LandingZone, ReferenceTime, Warehouse
-from retail_dp.sources.contracts import CONTRACTS, upstream_sources
+from retail_dp.sources.contracts import build_contracts, upstream_sources
 from retail_dp.sources.ingest import LoadResult, load_source, table
 from retail_dp.sources.profile import profile_markdown, profile_table
 
@@ -64,11 +64,13 @@ def build_source_asset(product: DataProduct, contract: pa.DataFrameSchema) -> dg
         if not result.reconciles:
             raise dg.Failure(
                 f"{contract.name}: read {result.rows_read} rows but accepted "
-                f"{result.rows_accepted} and quarantined {result.rows_quarantined}"
+                f"{result.rows_accepted}, quarantined {result.rows_quarantined} and deferred "
+                f"{result.rows_deferred}"
             )
         context.log.info(
             f"{contract.name}: read {result.rows_read}, accepted {result.rows_accepted}, "
-            f"quarantined {result.rows_quarantined} {result.quarantined_by_reason}"
+            f"quarantined {result.rows_quarantined} {result.quarantined_by_reason}, "
+            f"deferred {result.rows_deferred} (dated after as_of)"
         )
         return dg.MaterializeResult(
             metadata={
@@ -78,6 +80,7 @@ def build_source_asset(product: DataProduct, contract: pa.DataFrameSchema) -> dg
                 "rows_read": result.rows_read,
                 "rows_accepted": result.rows_accepted,
                 "rows_quarantined": result.rows_quarantined,
+                "rows_deferred": result.rows_deferred,
                 "quarantined_by_reason": dg.MetadataValue.json(result.quarantined_by_reason),
                 "reconciles": result.reconciles,
                 "dagster/row_count": result.rows_accepted,
@@ -91,7 +94,8 @@ def build_source_asset(product: DataProduct, contract: pa.DataFrameSchema) -> dg
 
 
 def build_source_assets(catalog: Catalog) -> list[dg.AssetsDefinition]:
-    return [build_source_asset(catalog[name], contract) for name, contract in CONTRACTS.items()]
+    contracts = build_contracts(catalog)
+    return [build_source_asset(catalog[name], contract) for name, contract in contracts.items()]
 
 
 __all__ = ["build_source_assets"]

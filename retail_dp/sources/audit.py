@@ -12,13 +12,12 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 
 import duckdb
 import pandera.pandas as pa
 
 from retail_dp.sources.landing import LandingFiles
-from retail_dp.sources.rules import check_predicate, describe_check, duckdb_type, ident
+from retail_dp.sources.rules import ceiling_label, duckdb_type, ident, warning_checks
 
 AUDIT = "sources.landing_audit"
 AUDIT_DDL = f"""
@@ -42,6 +41,8 @@ class LandingAudit:
     run_id: str | None
     rows_read: int
     rows_accepted: int
+    # rows dated after as_of: not loaded, and outside every SLO's denominator
+    rows_deferred: int = 0
     # required column -> rows where it is missing
     nulls: dict[str, int] = field(default_factory=dict)
     # "reason:field" -> rows rejected for it
@@ -54,6 +55,11 @@ class LandingAudit:
     newest: str | None = None
     newest_of: str = "landing file arrival"
 
+    @property
+    def rows_judged(self) -> int:
+        """The rows this run's SLOs measure: everything read but the deferred."""
+        return self.rows_read - self.rows_deferred
+
     def rejected_for(self, reasons: tuple[str, ...], include: bool = True) -> dict[str, int]:
         return {k: n for k, n in self.rejected.items() if (k.split(":")[0] in reasons) == include}
 
@@ -63,6 +69,11 @@ class LandingAudit:
     @classmethod
     def from_json(cls, text: str) -> LandingAudit:
         return cls(**json.loads(text))
+
+    @property
+    def accounted(self) -> int:
+        """Rows accepted, rejected or deferred: equals rows_read when nothing was lost."""
+        return self.rows_accepted + sum(self.rejected.values()) + self.rows_deferred
 
 
 def fingerprint(files: LandingFiles) -> str:
@@ -86,29 +97,28 @@ def audit_judgement(
     """Summarise the temp tables `_raw` and `_checked` that `ingest.judge` left behind."""
     key = schema.metadata["key"]
     required = [name for name, column in schema.columns.items() if not column.nullable]
-    null_counts = ", ".join(f"count(*) FILTER (WHERE {ident(c)} IS NULL)" for c in required)
+    null_counts = ", ".join(f"count(*) FILTER (WHERE c.{ident(n)} IS NULL)" for n in required)
     nulls = dict(
-        zip(required, con.execute(f"SELECT {null_counts} FROM _raw").fetchall()[0], strict=False)
+        zip(
+            required,
+            con.execute(
+                f"SELECT {null_counts} FROM _checked c WHERE c._reason IS DISTINCT FROM 'deferred'"
+            ).fetchall()[0],
+            strict=False,
+        )
     )
-    rejected = {
-        f"{reason}:{fld}": n
-        for reason, fld, n in con.execute(
-            "SELECT _reason, _field, count(*) FROM _checked WHERE _reason IS NOT NULL "
-            "GROUP BY ALL ORDER BY ALL"
-        ).fetchall()
-    }
-    warning_sql = []
-    for name, column in schema.columns.items():
-        for check in column.checks:
-            if check.raise_warning:
-                label = f"{name} breaks {describe_check(check)}"
-                predicate = check_predicate(check, ident(name))
-                warning_sql.append(
-                    (
-                        label,
-                        f"count(*) FILTER (WHERE {ident(name)} IS NOT NULL AND NOT ({predicate}))",
-                    )
-                )
+    verdicts = con.execute(
+        "SELECT _reason, _field, count(*) FROM _checked WHERE _reason IS NOT NULL "
+        "GROUP BY ALL ORDER BY ALL"
+    ).fetchall()
+    deferred = sum(n for reason, _, n in verdicts if reason == "deferred")
+    rejected = {f"{reason}:{fld}": n for reason, fld, n in verdicts if reason != "deferred"}
+    warning_sql = [
+        (label, f"count(*) FILTER (WHERE {broken})") for label, broken in warning_checks(schema)
+    ]
+    ceiling = ceiling_label(schema)
+    if ceiling:
+        warning_sql.append((ceiling, "count(*) FILTER (WHERE _ceiling_warned)"))
     accepted_sql = [
         "count(*)",
         f"count(*) FILTER (WHERE {ident(key)} IS NULL)",
@@ -130,6 +140,7 @@ def audit_judgement(
         run_id=run_id,
         rows_read=rows_read,
         rows_accepted=accepted,
+        rows_deferred=deferred,
         nulls=nulls,
         rejected=rejected,
         warnings={label: n for (label, _), n in zip(warning_sql, warned, strict=False)},
@@ -158,15 +169,6 @@ def load_audit(con: duckdb.DuckDBPyConnection, source: str) -> LandingAudit | No
         return None
     rows = con.execute(f"SELECT audit FROM {AUDIT} WHERE source = ?", [source]).fetchall()
     return LandingAudit.from_json(rows[0][0]) if rows else None
-
-
-def column_types(path: Path, con: duckdb.DuckDBPyConnection) -> dict[str, str]:
-    """A landing file's columns and the types DuckDB reads them as."""
-    if path.suffix == ".csv":
-        relation = f"read_csv('{path}', header = true, all_varchar = true)"
-    else:
-        relation = f"read_parquet('{path}')"
-    return {row[0]: row[1] for row in con.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()}
 
 
 def expected_types(schema: pa.DataFrameSchema) -> dict[str, str]:

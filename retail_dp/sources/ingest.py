@@ -15,13 +15,22 @@ import duckdb
 import pandera.pandas as pa
 
 from retail_dp.sources.audit import LandingAudit, audit_judgement, save_audit
+from retail_dp.sources.contracts import country_spellings
 from retail_dp.sources.landing import (
     LandingFiles,
     check_file_columns,
     find_landing_files,
     reader_sql,
 )
-from retail_dp.sources.rules import Rule, duckdb_type, ident, literal, row_rules
+from retail_dp.sources.rules import (
+    Rule,
+    duckdb_type,
+    ident,
+    literal,
+    parse,
+    row_rules,
+    utc_session,
+)
 
 SCHEMA = "sources"
 QUARANTINE = f"{SCHEMA}.quarantine"
@@ -47,13 +56,14 @@ class LoadResult:
     rows_read: int
     rows_accepted: int
     rows_quarantined: int
+    rows_deferred: int = 0
     quarantined_by_reason: dict[str, int] = field(default_factory=dict)
     columns: dict[str, str] = field(default_factory=dict)
     audit: LandingAudit | None = None
 
     @property
     def reconciles(self) -> bool:
-        return self.rows_read == self.rows_accepted + self.rows_quarantined
+        return self.rows_read == self.rows_accepted + self.rows_quarantined + self.rows_deferred
 
 
 def table(source: str) -> str:
@@ -65,21 +75,26 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(QUARANTINE_DDL)
 
 
-def _cross_table_rules(schema: pa.DataFrameSchema) -> tuple[list[str], list[Rule]]:
-    """Joins to accepted upstream tables, and the rules that use them."""
+def _cross_table_rules(
+    schema: pa.DataFrameSchema, typed: dict[str, str]
+) -> tuple[list[str], list[Rule], str]:
+    """Joins to accepted upstream tables, the rules that use them, and the SQL that is TRUE
+    for a kept row that breaks a warning-only cross-table rule (else FALSE)."""
     joins: list[str] = []
     rules: list[Rule] = []
+    warned = "FALSE"
     for i, (column, (source, ref_col)) in enumerate(schema.metadata.get("references", {}).items()):
         alias = f"ref{i}"
         joins.append(
-            f"LEFT JOIN {table(source)} {alias} ON {alias}.{ident(ref_col)} = r.{ident(column)}"
+            f"LEFT JOIN {table(source)} {alias} ON {alias}.{ident(ref_col)} = {typed[column]}"
         )
         rules.append(
             Rule(
                 "orphan_reference",
                 column,
                 f"{alias}.{ident(ref_col)} IS NULL",
-                f"'{column}=' || r.{ident(column)} || ' does not exist in {source}.{ref_col}'",
+                f"'{column}=' || left({typed[column]}, 200) || ' does not exist in "
+                f"{source}.{ref_col}'",
             )
         )
     ceiling = schema.metadata.get("price_ceiling")
@@ -88,19 +103,43 @@ def _cross_table_rules(schema: pa.DataFrameSchema) -> tuple[list[str], list[Rule
         col, ratio = ceiling["column"], ceiling["ratio"]
         alias = "ceiling"
         joins.append(
-            f"LEFT JOIN {table(source)} {alias} ON {alias}.{ident(ref_key)} = r.{ident(join_col)}"
+            f"LEFT JOIN {table(source)} {alias} ON {alias}.{ident(ref_key)} = {typed[join_col]}"
         )
-        typed = f"TRY_CAST(r.{ident(col)} AS DOUBLE)"
-        rules.append(
-            Rule(
-                "out_of_range",
-                col,
-                f"{typed} > {literal(ratio)} * {alias}.{ident(ref_price)}",
-                f"'{col}=' || {typed}::VARCHAR || ' is more than {ratio}x the list price '"
-                f" || {alias}.{ident(ref_price)}::VARCHAR",
+        price = f"{alias}.{ident(ref_price)}"
+        broken = f"({price} > 0 AND {typed[col]} > {literal(ratio)} * {price})"
+        if ceiling.get("on_fail", "reject") == "reject":
+            rules.append(
+                Rule(
+                    "out_of_range",
+                    col,
+                    broken,
+                    f"'{col}=' || {typed[col]}::VARCHAR || ' is more than {ratio}x the list "
+                    f"price ' || {price}::VARCHAR",
+                )
             )
+        else:
+            warned = f"coalesce({broken}, FALSE)"
+    return joins, rules, warned
+
+
+def _typed_columns(con: duckdb.DuckDBPyConnection, schema: pa.DataFrameSchema) -> dict[str, str]:
+    """Each column's parsed value as SQL over the raw alias `r` (and `cty` for countries)."""
+    typed = {name: parse(column, f"r.{ident(name)}") for name, column in schema.columns.items()}
+    for name in schema.metadata.get("identifiers", []):
+        typed[name] = f"nullif(trim(r.{ident(name)}), '')"
+    for name in schema.metadata.get("normalise_country", []):
+        _country_table(con)
+        typed[name] = (
+            f"coalesce((SELECT c.alpha2 FROM _countries c "
+            f"WHERE c.spelling = upper(trim(r.{ident(name)}))), r.{ident(name)})"
         )
-    return joins, rules
+    return typed
+
+
+def _country_table(con: duckdb.DuckDBPyConnection) -> None:
+    spellings = country_spellings()
+    con.execute("CREATE OR REPLACE TEMP TABLE _countries (spelling VARCHAR, alpha2 VARCHAR)")
+    con.executemany("INSERT INTO _countries VALUES (?, ?)", list(spellings.items()))
 
 
 def judge(
@@ -110,31 +149,39 @@ def judge(
     as_of: datetime,
 ) -> int:
     """Read the landing files into temp tables `_raw` (as read) and `_checked` (typed, with each
-    row's verdict: `_reason`, `_field`, `_detail`, NULL when accepted). Returns rows read.
+    row's verdict: `_reason`, `_field`, `_detail`, NULL when accepted, `deferred` for a row
+    dated after as_of). Returns rows read.
 
     Writes nothing but temp tables: the quality checks use it to audit a landing zone that has
     not been loaded."""
+    utc_session(con)
     columns = list(schema.columns)
     key, newest_by = schema.metadata["key"], schema.metadata["newest_by"]
-    as_of_sql = f"TIMESTAMP '{as_of.isoformat(sep=' ', timespec='seconds')}'"
-    joins, cross_rules = _cross_table_rules(schema)
-    rules = row_rules(schema, "r", as_of_sql) + cross_rules
-    reason = "CASE " + " ".join(f"WHEN {r.condition} THEN '{r.reason}'" for r in rules) + " END"
-    field = "CASE " + " ".join(f"WHEN {r.condition} THEN '{r.field}'" for r in rules) + " END"
-    detail = "CASE " + " ".join(f"WHEN {r.condition} THEN {r.detail}" for r in rules) + " END"
-    typed = ", ".join(
-        f"TRY_CAST(r.{ident(c)} AS {duckdb_type(schema.columns[c])}) AS {ident(c)}" for c in columns
+    typed = _typed_columns(con, schema)
+    joins, cross_rules, ceiling_warned = _cross_table_rules(schema, typed)
+    rules = row_rules(schema, "r", typed) + cross_rules
+    deferred = " OR ".join(
+        f"coalesce({typed[c]} > $as_of, FALSE)" for c in schema.metadata.get("defer_after_as_of")
     )
+    deferral = [Rule("deferred", "", deferred, "NULL")] if deferred else []
+    verdicts = deferral + rules
+    reason = "CASE " + " ".join(f"WHEN {r.condition} THEN '{r.reason}'" for r in verdicts) + " END"
+    field = "CASE " + " ".join(f"WHEN {r.condition} THEN '{r.field}'" for r in verdicts) + " END"
+    detail = "CASE " + " ".join(f"WHEN {r.condition} THEN {r.detail}" for r in verdicts) + " END"
+    typed_cols = ", ".join(f"{typed[c]} AS {ident(c)}" for c in columns)
+    read, params = reader_sql(files, columns)
     con.execute(
-        f"CREATE OR REPLACE TEMP TABLE _raw AS "
-        f"SELECT row_number() OVER () AS _row, * FROM ({reader_sql(files, columns)})"
+        "CREATE OR REPLACE TEMP TABLE _raw AS "
+        f"SELECT row_number() OVER () AS _row, * FROM ({read})",
+        params,
     )
     rows_read = con.execute("SELECT count(*) FROM _raw").fetchall()[0][0]
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE _checked AS
         WITH judged AS (
-            SELECT r._row, r._file, {typed},
-                {reason} AS _reason, {field} AS _field, {detail} AS _detail
+            SELECT r._row, r._file, {typed_cols},
+                {reason} AS _reason, {field} AS _field, {detail} AS _detail,
+                {ceiling_warned} AS _ceiling_warned
             FROM _raw r {" ".join(joins)}
         ),
         ranked AS (
@@ -152,7 +199,8 @@ def judge(
                  THEN '{key}=' || {ident(key)} || ' has a newer row by {newest_by}'
                  ELSE _detail END AS _detail
         )
-        FROM ranked"""
+        FROM ranked""",
+        {"as_of": as_of} if deferred else None,
     )
     return rows_read
 
@@ -198,7 +246,7 @@ def load_source(
                 SELECT ?, c._file, c._row, c._reason, c._field, c._detail,
                        to_json(struct_pack({raw_cols})), ?, ?, now()::TIMESTAMP
                 FROM _checked c JOIN _raw r USING (_row)
-                WHERE c._reason IS NOT NULL ORDER BY c._row""",
+                WHERE c._reason IS NOT NULL AND c._reason <> 'deferred' ORDER BY c._row""",
                 [source, as_of, run_id],
             )
             save_audit(con, audit)
@@ -221,6 +269,7 @@ def _result(con, source, files, columns, schema, rows_read: int, audit) -> LoadR
     )
     quarantined = sum(by_reason.values())
     return LoadResult(
+        rows_deferred=audit.rows_deferred,
         source=source,
         files=[str(p) for p in files.all],
         rows_read=rows_read,

@@ -8,6 +8,8 @@ from pathlib import Path
 import duckdb
 import pandera.pandas as pa
 
+from retail_dp.sources.rules import ident
+
 FORMATS = {".csv": "csv", ".parquet": "parquet"}
 
 
@@ -28,6 +30,8 @@ class LandingFiles:
 
 def find_landing_files(data_dir: Path, location: str, source: str) -> LandingFiles:
     """A source is `<location>.csv`, `<location>.parquet` or a folder `<location>/` of them."""
+    if not data_dir.is_dir():
+        raise LandingError(f"{data_dir}: the landing zone is not a folder (source {source!r})")
     found: list[Path] = [data_dir / f"{location}{suffix}" for suffix in FORMATS]
     found = [p for p in found if p.is_file()]
     folder = data_dir / location
@@ -45,38 +49,59 @@ def find_landing_files(data_dir: Path, location: str, source: str) -> LandingFil
     )
 
 
-def reader_sql(files: LandingFiles, columns: list[str]) -> str:
-    """One SELECT over all files, every contract column as VARCHAR plus `_file`."""
-    as_text = ", ".join(f'CAST("{c}" AS VARCHAR) AS "{c}"' for c in columns)
-    parts = []
+# A field may be as long as this before the reader gives up on the file; longer fields than the
+# contract's max_field_length are quarantined row by row instead.
+MAX_LINE_BYTES = 1 << 30
+CSV_OPTIONS = f"header = true, all_varchar = true, max_line_size = {MAX_LINE_BYTES}"
+
+
+def reader_sql(files: LandingFiles, columns: list[str]) -> tuple[str, list]:
+    """One SELECT over all files, every contract column as VARCHAR plus `_file`, and its
+    parameters (the file paths are bound, never pasted into the SQL)."""
+    as_text = ", ".join(f"CAST({ident(c)} AS VARCHAR) AS {ident(c)}" for c in columns)
+    parts: list[str] = []
+    params: list = []
     if files.csv:
-        paths = ", ".join(f"'{p}'" for p in files.csv)
         parts.append(
-            f"SELECT {as_text}, _file FROM read_csv([{paths}], header = true, all_varchar = true, "
+            f"SELECT {as_text}, _file FROM read_csv(?, {CSV_OPTIONS}, "
             "union_by_name = true, filename = '_file')"
         )
+        params.append([str(p) for p in files.csv])
     if files.parquet:
-        paths = ", ".join(f"'{p}'" for p in files.parquet)
         parts.append(
-            f"SELECT {as_text}, _file FROM read_parquet([{paths}], union_by_name = true, "
+            f"SELECT {as_text}, _file FROM read_parquet(?, union_by_name = true, "
             "filename = '_file')"
         )
-    return " UNION ALL BY NAME ".join(parts)
+        params.append([str(p) for p in files.parquet])
+    return " UNION ALL BY NAME ".join(parts), params
+
+
+def relation(path: Path) -> str:
+    """A reader for one landing file; bind the path as its one parameter."""
+    if path.suffix == ".csv":
+        return f"read_csv(?, {CSV_OPTIONS})"
+    return "read_parquet(?)"
+
+
+def file_columns(con: duckdb.DuckDBPyConnection, path: Path) -> dict[str, str]:
+    """A landing file's columns and the types DuckDB reads them as; LandingError if unreadable."""
+    try:
+        with path.open("rb"):
+            pass
+        rows = con.execute(f"DESCRIBE SELECT * FROM {relation(path)}", [str(path)]).fetchall()
+    except OSError as exc:
+        raise LandingError(f"{path}: cannot be read: {exc.strerror or exc}") from exc
+    except duckdb.Error as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise LandingError(f"{path}: cannot be read as {path.suffix[1:]}: {first}") from exc
+    return {row[0]: row[1] for row in rows}
 
 
 def check_file_columns(con: duckdb.DuckDBPyConnection, path: Path, schema: pa.DataFrameSchema):
     """Fail with the file and column when a file is empty or its columns break the contract."""
     if path.stat().st_size == 0:
         raise LandingError(f"{path}: the file is empty (0 bytes); expected columns {_cols(schema)}")
-    if path.suffix == ".csv":
-        relation = f"read_csv('{path}', header = true, all_varchar = true)"
-    else:
-        relation = f"read_parquet('{path}')"
-    try:
-        columns = [row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()]
-        rows = con.execute(f"SELECT count(*) FROM {relation}").fetchall()[0][0]
-    except duckdb.Error as exc:
-        raise LandingError(f"{path}: cannot be read as {path.suffix[1:]}: {exc}") from exc
+    columns = list(file_columns(con, path))
     missing = [c for c in schema.columns if c not in columns]
     if missing:
         raise LandingError(
@@ -87,6 +112,7 @@ def check_file_columns(con: duckdb.DuckDBPyConnection, path: Path, schema: pa.Da
     extra = [c for c in columns if c not in schema.columns]
     if extra and schema.strict:
         raise LandingError(f"{path}: column {extra[0]!r} is not in the {schema.name} contract")
+    rows = con.execute(f"SELECT count(*) FROM {relation(path)}", [str(path)]).fetchall()[0][0]
     if rows == 0:
         raise LandingError(f"{path}: the file has a header but no rows")
 
