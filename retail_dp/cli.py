@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from retail_dp.quality.report import SLO_CATEGORIES
-from retail_dp.resources import parse_as_of
-from retail_dp.settings import OPENAPI_DOC, Settings
+from retail_dp.resources import WarehouseUnavailable, parse_as_of, probe_warehouse
+from retail_dp.settings import OPENAPI_DOC, Settings, env_help
 
 
 def _date(value: str) -> date:
@@ -27,14 +28,51 @@ def _as_of(value: str) -> datetime:
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
+class UsageError(Exception):
+    """A setting the command cannot work with; the message is one line for stderr."""
+
+
+# the flags that name a setting; a flag not given is None, so the environment or default wins
+SETTING_FLAGS = ("data_dir", "warehouse", "policies")
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """The command's settings: a flag given wins, else its environment variable, else the
+    default (Settings.from_env applies the last two)."""
+    return Settings.from_env(**{name: getattr(args, name, None) for name in SETTING_FLAGS})
+
+
+def _require_data_dir(settings: Settings) -> None:
+    if not settings.data_dir.exists():
+        raise UsageError(f"the landing zone {settings.data_dir} does not exist")
+    if not settings.data_dir.is_dir():
+        raise UsageError(f"the landing zone {settings.data_dir} is not a directory")
+
+
+def _preflight_run(settings: Settings) -> None:
+    _require_data_dir(settings)
+    probe_warehouse(settings.warehouse)
+
+
+def _preflight_check(settings: Settings) -> None:
+    # not the landing zone: checks of the marts need none, and a source check names the files
+    # it misses
+    probe_warehouse(settings.warehouse, create=False)
+
+
+def _preflight(command: str, settings: Settings, check: Callable[[Settings], None]) -> bool:
+    """Run `check` before any Dagster run starts; print its one-line refusal, if any."""
+    try:
+        check(settings)
+    except (UsageError, WarehouseUnavailable) as exc:
+        print(f"retail-dp {command}: {exc}", file=sys.stderr)
+        return False
+    return True
+
+
 def _location_args(parser: argparse.ArgumentParser) -> None:
-    defaults = Settings()
-    parser.add_argument(
-        "--data-dir", type=Path, help=f"landing zone (default: {defaults.data_dir})"
-    )
-    parser.add_argument(
-        "--warehouse", type=Path, help=f"DuckDB file (default: {defaults.warehouse})"
-    )
+    parser.add_argument("--data-dir", type=Path, help=env_help("data_dir", "landing zone"))
+    parser.add_argument("--warehouse", type=Path, help=env_help("warehouse", "DuckDB file"))
     parser.add_argument(
         "--as-of",
         type=_as_of,
@@ -45,7 +83,6 @@ def _location_args(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="retail-dp", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    defaults = Settings()
 
     gen = sub.add_parser("generate", help="write a realistic sample landing zone")
     gen.add_argument("--customers", type=int, default=2240)
@@ -94,11 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--warehouse",
         type=Path,
-        help=f"the warehouse whose published/ snapshots to serve (default: {defaults.warehouse})",
+        help=env_help("warehouse", "the warehouse whose published/ snapshots to serve"),
     )
     serve.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1")
     serve.add_argument("--port", type=int, default=8000, help="default 8000")
-    serve.add_argument("--policies", type=Path, help=f"default: {defaults.policies}")
+    serve.add_argument("--policies", type=Path, help=env_help("policies", "access policies"))
 
     openapi = sub.add_parser(
         "openapi", help="write the delivery service's contracts (OpenAPI, GraphQL SDL)"
@@ -107,6 +144,44 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("prepare", help="parse the dbt project so the code location can load")
     return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    # refuse before importing the runner: loading Dagster and dbt takes seconds
+    if not _preflight("run", settings, _preflight_run):
+        return 2
+    from retail_dp.runner import format_report, run_refresh
+
+    try:
+        report = run_refresh(settings, as_of=args.as_of)
+    except WarehouseUnavailable as exc:
+        # taken between the preflight and the end of the run (the report reads it last)
+        print(f"retail-dp run: {exc}", file=sys.stderr)
+        return 2
+    print(format_report(report))
+    return 0 if report.ok else 1
+
+
+def _check(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    if not _preflight("check", settings, _preflight_check):
+        return 2
+    from retail_dp.quality.report import junit_xml
+    from retail_dp.runner import SelectionError, format_check_report, run_checks
+
+    try:
+        report = run_checks(
+            settings, as_of=args.as_of, select=args.select, categories=args.category
+        )
+    except (SelectionError, WarehouseUnavailable) as exc:
+        print(f"retail-dp check: {exc}", file=sys.stderr)
+        return 2
+    print(format_check_report(report))
+    if args.junit_xml:
+        junit_xml(report.rows, args.junit_xml, report.seconds)
+        print(f"JUnit XML: {args.junit_xml}")
+    return 0 if report.ok else 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -134,29 +209,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dbt manifest ready: {project.manifest_path}")
         return 0
     if args.command == "run":
-        from retail_dp.runner import format_report, run_refresh
-
-        settings = Settings.from_env(data_dir=args.data_dir, warehouse=args.warehouse)
-        report = run_refresh(settings, as_of=args.as_of)
-        print(format_report(report))
-        return 0 if report.ok else 1
+        return _run(args)
     if args.command == "check":
-        from retail_dp.quality.report import junit_xml
-        from retail_dp.runner import SelectionError, format_check_report, run_checks
-
-        settings = Settings.from_env(data_dir=args.data_dir, warehouse=args.warehouse)
-        try:
-            report = run_checks(
-                settings, as_of=args.as_of, select=args.select, categories=args.category
-            )
-        except (SelectionError, FileNotFoundError) as exc:
-            print(f"retail-dp check: {exc}", file=sys.stderr)
-            return 2
-        print(format_check_report(report))
-        if args.junit_xml:
-            junit_xml(report.rows, args.junit_xml, report.seconds)
-            print(f"JUnit XML: {args.junit_xml}")
-        return 0 if report.ok else 1
+        return _check(args)
     if args.command == "slo":
         from retail_dp.runner import slo_report
 
@@ -168,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         from retail_dp.delivery.api import create_app
         from retail_dp.delivery.service import DeliveryService
 
-        settings = Settings.from_env(warehouse=args.warehouse, policies=args.policies)
+        settings = settings_from_args(args)
         service = DeliveryService(settings)
         app = create_app(service)
         demo = [c.name for c in service.policies.file.callers if c.name.startswith("demo-")]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -48,18 +49,84 @@ class LandingZone(dg.ConfigurableResource):
         return Path(self.data_dir)
 
 
+# DuckDB's message when another process has the file open, e.g. "... Conflicting lock is held
+# in /usr/bin/python3.11 (PID 4242). See also ..."
+_LOCK_HOLDER = re.compile(r"Conflicting lock is held in (?P<program>.+?) \(PID (?P<pid>\d+)\)")
+_CANNOT_OPEN = re.compile(r'Cannot open file "[^"]*": (?P<reason>.+)')
+
+
+class WarehouseUnavailable(Exception):
+    """The warehouse file cannot be opened. The message is one line, fit for a terminal."""
+
+    def __init__(self, path: Path | str, reason: str, holder: tuple[str, int] | None = None):
+        self.path = Path(path)
+        self.holder = holder
+        if holder:
+            program, pid = holder
+            message = (
+                f"the warehouse {path} is in use by {program} (PID {pid}); "
+                "wait for it to finish or stop it"
+            )
+        else:
+            message = f"cannot open warehouse {path}: {reason}"
+        super().__init__(message)
+
+
+def _unavailable(path: Path | str, exc: duckdb.Error) -> WarehouseUnavailable:
+    text = str(exc).removeprefix("IO Error: ").strip()
+    held = _LOCK_HOLDER.search(text)
+    if held:
+        return WarehouseUnavailable(path, text, (held["program"], int(held["pid"])))
+    cannot = _CANNOT_OPEN.search(text)
+    return WarehouseUnavailable(path, cannot["reason"] if cannot else text.splitlines()[0])
+
+
+def connect_warehouse(
+    path: Path | str, read_only: bool = False, config: dict | None = None
+) -> duckdb.DuckDBPyConnection:
+    """`duckdb.connect`, raising WarehouseUnavailable instead of DuckDB's IOException when
+    the file is locked by another process or cannot be opened."""
+    try:
+        return duckdb.connect(str(path), read_only=read_only, config=config or {})
+    except duckdb.IOException as exc:
+        raise _unavailable(path, exc) from exc
+
+
+def probe_warehouse(path: Path, create: bool = True) -> None:
+    """Open the warehouse read-write and close it at once, so a run that could not write it
+    stops before it starts. `create`: make the file (and its folder) when missing, as a run
+    would; otherwise a missing file is refused."""
+    if not create and not path.exists():
+        raise WarehouseUnavailable(path, "no such file; build it first (retail-dp run)")
+    parent = path.parent
+    if parent.exists() and not parent.is_dir():
+        raise WarehouseUnavailable(path, f"{parent} is not a directory")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise WarehouseUnavailable(path, f"{exc.strerror}: {exc.filename}") from exc
+    if path.is_dir():
+        raise WarehouseUnavailable(path, "it is a directory")
+    connect_warehouse(path).close()
+
+
 class Warehouse(DuckDBResource):
     """The DuckDB warehouse file. Unlike the stock resource, it closes its connection when the
-    asset body raises too, so a failed step never keeps the file's write lock."""
+    asset body raises too, so a failed step never keeps the file's write lock; and a file
+    another process holds fails the step with one line naming that process."""
 
     memory_limit: str = "2GB"
 
     @contextmanager
     def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        con = duckdb.connect(
-            self.database,
-            config={"custom_user_agent": "retail_dp", "memory_limit": self.memory_limit},
-        )
+        try:
+            con = connect_warehouse(
+                self.database,
+                config={"custom_user_agent": "retail_dp", "memory_limit": self.memory_limit},
+            )
+        except WarehouseUnavailable as exc:
+            # from None: the message says it all; DuckDB's stack would only bury it
+            raise dg.Failure(description=str(exc), allow_retries=False) from None
         try:
             yield con
         finally:

@@ -8,10 +8,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
-import duckdb
 
 from retail_dp.definitions import REFRESH_JOB, build_definitions
 from retail_dp.quality.report import CheckRow, category_of, format_table, row_of
+from retail_dp.resources import connect_warehouse, probe_warehouse
 from retail_dp.settings import Settings
 
 LAYER_SCHEMAS = ("sources", "reference", "staging", "intermediate", "marts", "monitor")
@@ -95,7 +95,7 @@ def _failure(result, ignore_failed_checks: bool = False) -> str | None:
         return None
     return (
         "; ".join(
-            f"{e.step_key}: {_root_cause(e.step_failure_data.error)}"
+            f"{e.step_key}: {_reason(e.step_failure_data)}"
             for e in failures
             if e.step_failure_data and e.step_failure_data.error
         )
@@ -162,6 +162,13 @@ def _root_class(error) -> str:
     return error.cls_name or ""
 
 
+def _reason(data) -> str:
+    """A dagster.Failure's own description (its message would lead with the class name),
+    else the root cause."""
+    described = data.user_failure_data and data.user_failure_data.description
+    return described or _root_cause(data.error)
+
+
 def _root_cause(error) -> str:
     """The innermost error's message: what went wrong, not Dagster's wrapper around it."""
     while error.cause is not None:
@@ -170,7 +177,7 @@ def _root_cause(error) -> str:
 
 
 def _read_warehouse(report: RunReport) -> None:
-    with duckdb.connect(str(report.warehouse), read_only=True) as con:
+    with connect_warehouse(report.warehouse, read_only=True) as con:
         tables = con.execute(
             "SELECT table_schema, table_name FROM information_schema.tables "
             "WHERE table_schema IN (SELECT unnest(?)) ORDER BY 1, 2",
@@ -282,10 +289,8 @@ def run_checks(
     evaluations are recorded in the instance, so the UI shows them beside the refresh runs'."""
     started = time.perf_counter()
     as_of = as_of or datetime.now(UTC).replace(tzinfo=None, microsecond=0)
-    if not settings.warehouse.exists():
-        raise FileNotFoundError(
-            f"{settings.warehouse}: no warehouse to check; build it first (retail-dp run)"
-        )
+    # missing or held by another process: refuse before the checks' run starts
+    probe_warehouse(settings.warehouse, create=False)
     defs = build_definitions(settings)
     keys = select_checks(defs, select, categories)
     job = dg.define_asset_job(AD_HOC_CHECK_JOB, selection=dg.AssetSelection.checks(*keys))

@@ -11,9 +11,20 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # the delivery service's API contract, committed; a test fails when the app drifts from it
 OPENAPI_DOC = PROJECT_ROOT / "docs" / "openapi.json"
 
+# the settings a deployment may move, and the environment variable that moves each
+ENV_VARS: dict[str, str] = {
+    "data_dir": "RETAIL_DP_DATA_DIR",
+    "warehouse": "RETAIL_DP_WAREHOUSE",
+    "descriptors_dir": "RETAIL_DP_DESCRIPTORS_DIR",
+    "policies": "RETAIL_DP_POLICIES",
+    "dagster_home": "DAGSTER_HOME",
+}
+MEMORY_LIMIT_VAR = "RETAIL_DP_DUCKDB_MEMORY_LIMIT"
+
 
 class Settings(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    # extra="forbid": a misspelt override fails loudly instead of falling back to a default
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     data_dir: Path = PROJECT_ROOT / "data" / "landing"
     warehouse: Path = PROJECT_ROOT / "data" / "warehouse" / "retail_dp.duckdb"
@@ -27,15 +38,26 @@ class Settings(BaseModel):
 
     @classmethod
     def from_env(cls, **overrides: Path | str | None) -> Settings:
-        """Defaults, then RETAIL_DP_* / DAGSTER_HOME from the environment, then overrides."""
-        env = {
-            "data_dir": os.environ.get("RETAIL_DP_DATA_DIR"),
-            "warehouse": os.environ.get("RETAIL_DP_WAREHOUSE"),
-            "descriptors_dir": os.environ.get("RETAIL_DP_DESCRIPTORS_DIR"),
-            "policies": os.environ.get("RETAIL_DP_POLICIES"),
-            "dagster_home": os.environ.get("DAGSTER_HOME"),
-        }
-        values = {k: v for k, v in {**env, **overrides}.items() if v is not None}
-        paths = {k: Path(v).expanduser().resolve() for k, v in values.items()}
-        memory = os.environ.get("RETAIL_DP_DUCKDB_MEMORY_LIMIT")
-        return cls(**paths, **({"duckdb_memory_limit": memory} if memory else {}))
+        """Each setting from its override if given (not None), else from its environment
+        variable (see ENV_VARS) if set and not empty, else the default."""
+        unknown = sorted(set(overrides) - set(ENV_VARS))
+        if unknown:
+            raise TypeError(f"Settings.from_env: no such setting {unknown[0]!r}")
+        values: dict[str, Path | str] = {}
+        for name, var in ENV_VARS.items():
+            value = overrides.get(name)
+            if value is None:
+                # an empty variable counts as unset: Path("") would silently mean the cwd
+                value = os.environ.get(var) or None
+            if value is not None:
+                values[name] = Path(value).expanduser().resolve()
+        memory = os.environ.get(MEMORY_LIMIT_VAR)
+        if memory:
+            values["duckdb_memory_limit"] = memory
+        return cls(**values)
+
+
+def env_help(name: str, what: str) -> str:
+    """A `--help` text naming the setting's environment variable and its default."""
+    default = Settings.model_fields[name].default
+    return f"{what} (default: ${ENV_VARS[name]}, else {default})"
