@@ -16,6 +16,7 @@ from retail_dp.resources import LandingZone, ReferenceTime, Warehouse
 from retail_dp.settings import Settings
 from retail_dp.sources.assets import build_source_assets
 from retail_dp.transform.assets import build_dbt_assets, dbt_executable, dbt_project
+from retail_dp.transform.marts import check_outputs, load_marts, semantic_tables
 
 REFRESH_JOB = "refresh_cross_sell"
 CHECK_JOB = "check_cross_sell"
@@ -24,6 +25,9 @@ CHECK_JOB = "check_cross_sell"
 def build_definitions(settings: Settings, extra_jobs=()) -> dg.Definitions:
     catalog = Catalog.load(settings.descriptors_dir)
     project = dbt_project(settings.dbt_project_dir)
+    marts = load_marts(project.manifest_path)
+    check_outputs(catalog.consumer, marts, settings.descriptors_dir)
+    published = [m.asset for m in marts if m.published]
     refresh = dg.define_asset_job(
         REFRESH_JOB,
         selection=dg.AssetSelection.all(),
@@ -46,13 +50,21 @@ def build_definitions(settings: Settings, extra_jobs=()) -> dg.Definitions:
         )
     ]
     checks = [
-        *build_slo_checks(catalog, project.manifest_path),
+        *build_slo_checks(catalog, marts),
         *filter(None, [build_source_test_checks(project.manifest_path, consumer.alerts)]),
     ]
     check_keys = [k for d in [*sources, *downstream, *checks] for k in d.check_keys]
     downstream += [
-        with_policies(build_slo_attainment_asset(consumer, check_keys), catalog, eager=True),
-        with_policies(build_publish_asset(consumer, check_keys), catalog, eager=True),
+        with_policies(
+            build_slo_attainment_asset(consumer, check_keys, published), catalog, eager=True
+        ),
+        with_policies(
+            build_publish_asset(
+                consumer, check_keys, [*published, *semantic_tables(project.manifest_path)]
+            ),
+            catalog,
+            eager=True,
+        ),
     ]
     return dg.Definitions(
         assets=[*sources, *downstream],

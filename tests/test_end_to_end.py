@@ -76,7 +76,7 @@ def test_marts_respect_as_of_and_enrich_customers(built):
         latest = con.execute("SELECT max(purchase_ts) FROM staging.stg_purchase").fetchall()[0][0]
         assert latest <= AS_OF
         unknown = con.execute(
-            "SELECT count(*) FILTER (WHERE region = 'Unknown'), "
+            "SELECT count(*) FILTER (WHERE region = 'unknown'), "
             "count(*) FILTER (WHERE age_group = 'unknown') FROM marts.dim_customer"
         ).fetchall()[0]
         assert unknown == (0, 0)

@@ -10,26 +10,21 @@ import dagster as dg
 
 from retail_dp.delivery.snapshots import PUBLISHED_SCHEMAS, publish, published_dir
 from retail_dp.descriptors import DataProduct
-from retail_dp.quality.assets import MART_DEPS
 from retail_dp.quality.report import latest_checks
 from retail_dp.resources import ReferenceTime, Warehouse
 
 SNAPSHOT_KEY = dg.AssetKey(["published", "snapshot"])
-DEPS = (
-    *MART_DEPS,
-    "semantic/customer_value",
-    "semantic/category_pairs",
-    "semantic/metricflow_time_spine",
-    "monitor/slo_attainment",
-)
+SLO_REPORT = "monitor/slo_attainment"
 
 
 def build_publish_asset(
-    consumer: DataProduct, check_keys: list[dg.AssetCheckKey]
+    consumer: DataProduct, check_keys: list[dg.AssetCheckKey], inputs: list[str]
 ) -> dg.AssetsDefinition:
+    """`inputs`: the published marts and the semantic tables (asset keys), from the manifest."""
+
     @dg.asset(
         key=SNAPSHOT_KEY,
-        deps=[dg.AssetKey.from_user_string(k) for k in DEPS],
+        deps=[dg.AssetKey.from_user_string(k) for k in [*inputs, SLO_REPORT]],
         group_name=consumer.name,
         owners=consumer.owners,
         tags={**consumer.dagster_tags, "layer": "published"},

@@ -5,37 +5,21 @@ blocking one stops the work downstream of its asset when it fails with ERROR sev
 and blocking come from the owning data product's descriptor. Failures open incidents.
 """
 
-import json
 from collections import defaultdict
-from pathlib import Path
 
 import dagster as dg
 
-from retail_dp.analytics.assets import COLUMNS as PYTHON_MART_COLUMNS
 from retail_dp.descriptors import Catalog
 from retail_dp.quality import incidents
 from retail_dp.quality.marts import mart_checks
 from retail_dp.quality.slo import MeasureContext, SloCheck, category_of_dbt_test
 from retail_dp.quality.sources import source_checks
 from retail_dp.resources import LandingZone, ReferenceTime, Warehouse
+from retail_dp.transform.marts import Mart
 
 
-def declared_columns(manifest_path: Path) -> dict[str, dict[str, str]]:
-    """Each mart's declared column types: dbt YAML `data_type`, and the Python marts' list."""
-    manifest = json.loads(manifest_path.read_text())
-    declared: dict[str, dict[str, str]] = {}
-    for node in manifest["nodes"].values():
-        if node["resource_type"] == "model" and node["fqn"][1] == "marts":
-            declared[f"marts/{node['name']}"] = {
-                name: (col.get("data_type") or "").upper() for name, col in node["columns"].items()
-            }
-    for asset, columns in PYTHON_MART_COLUMNS.items():
-        declared[asset] = {name: typ for name, typ, _ in columns}
-    return declared
-
-
-def all_slo_checks(catalog: Catalog, manifest_path: Path) -> list[SloCheck]:
-    return source_checks(catalog) + mart_checks(catalog.consumer, declared_columns(manifest_path))
+def all_slo_checks(catalog: Catalog, marts: list[Mart]) -> list[SloCheck]:
+    return source_checks(catalog) + mart_checks(catalog.consumer, marts)
 
 
 def evaluation(check: SloCheck, result: dg.AssetCheckResult) -> incidents.Evaluation:
@@ -114,8 +98,8 @@ def log_evaluations(context: dg.AssetCheckExecutionContext, evaluations) -> None
         )
 
 
-def build_slo_checks(catalog: Catalog, manifest_path: Path) -> list[dg.AssetChecksDefinition]:
+def build_slo_checks(catalog: Catalog, marts: list[Mart]) -> list[dg.AssetChecksDefinition]:
     by_asset: dict[dg.AssetKey, list[SloCheck]] = defaultdict(list)
-    for check in all_slo_checks(catalog, manifest_path):
+    for check in all_slo_checks(catalog, marts):
         by_asset[check.asset].append(check)
     return [_checks_for(asset, checks) for asset, checks in by_asset.items()]

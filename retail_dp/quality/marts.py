@@ -1,9 +1,10 @@
 """SLO checks on the consumer-aligned marts, from the consumer descriptor's targets.
 
-Each mart declares what its SLOs look at: its key, its required columns, its validity rules,
-the reconciliations that prove its totals (accuracy) and, for the fact table, the column that
-dates the data (freshness). The expected schema comes from the column types declared beside
-the models (dbt YAML `data_type`, or the Python marts' column list)."""
+What each mart's SLOs look at comes from its dbt YAML (`meta.slo`, read through the manifest by
+`transform.marts`): its key, its required columns, its validity rules, the reconciliations that
+prove its totals (accuracy) and the column that dates the data (freshness). The expected schema
+is the column types declared beside the model. `warn_only` makes a mart's checks WARN and
+non-blocking (the compatibility profile never blocks the build)."""
 
 from __future__ import annotations
 
@@ -13,17 +14,8 @@ import dagster as dg
 
 from retail_dp.descriptors import DataProduct, SloCategory
 from retail_dp.quality.slo import MeasureContext, Measurement, SloCheck, ratio
-from retail_dp.sources.rules import ident, literal
-
-CATEGORY_COLUMNS = {
-    "Wines": "mntwines",
-    "Meats": "mntmeatproducts",
-    "Fish": "mntfishproducts",
-    "Sweets": "mntsweetproducts",
-    "Gold": "mntgoldprods",
-    "Fruits": "mntfruits",
-}
-FACT = "marts.fct_purchase"
+from retail_dp.sources.rules import ident
+from retail_dp.transform.marts import Mart
 
 
 @dataclass(frozen=True)
@@ -54,176 +46,32 @@ class MartSpec:
     validity: tuple[Rule, ...] = ()
     accuracy: tuple[Reconciliation, ...] = ()
     freshness_column: str | None = None
+    warn_only: bool = False
 
     @property
     def table(self) -> str:
         schema, name = self.asset.split("/")
         return f"{schema}.{ident(name)}"
 
-
-def _between(col: str, low: float, high: float) -> Rule:
-    return Rule(f"{col} between {low:g} and {high:g}", f"{ident(col)} BETWEEN {low} AND {high}")
-
-
-def _non_negative(col: str, strict: bool = False) -> Rule:
-    return Rule(f"{col} >= 0", f"{ident(col)} >= 0", strict)
-
-
-MARTS: tuple[MartSpec, ...] = (
-    MartSpec(
-        "marts/fct_purchase",
-        key=("purchase_id",),
-        required=(
-            "purchase_id",
-            "order_id",
-            "customer_id",
-            "product_id",
-            "category",
-            "quantity",
-            "unit_price",
-            "amount",
-            "purchase_ts",
-        ),
-        validity=(
-            Rule("quantity > 0", "quantity > 0"),
-            Rule("unit_price > 0", "unit_price > 0"),
-            Rule("amount = quantity x unit_price", "abs(amount - quantity * unit_price) < 0.005"),
-            Rule("channel in (web, store, catalog)", "channel IN ('web', 'store', 'catalog')"),
-        ),
-        accuracy=(
-            Reconciliation(
-                "every accepted purchase line counted exactly once",
-                f"SELECT count(DISTINCT purchase_id) FROM {FACT}",
-                "SELECT count(*) FROM sources.purchase",
-            ),
-            Reconciliation(
-                "fact lines = distinct purchase_id",
-                f"SELECT count(*) FROM {FACT}",
-                f"SELECT count(DISTINCT purchase_id) FROM {FACT}",
-            ),
-            Reconciliation(
-                "revenue = sum of quantity x unit_price over accepted lines",
-                f"SELECT sum(amount) FROM {FACT}",
-                "SELECT sum(quantity * unit_price) FROM sources.purchase",
-            ),
-        ),
-        freshness_column="purchase_ts",
-    ),
-    MartSpec(
-        "marts/dim_customer",
-        key=("customer_id",),
-        required=("customer_id", "updated_at"),
-        validity=(
-            Rule("email has a valid format", "email IS NULL OR has_valid_email"),
-            Rule(
-                "birth_year is plausible", "birth_year IS NULL OR birth_year BETWEEN 1900 AND 2010"
-            ),
-        ),
-        accuracy=(
-            Reconciliation(
-                "one row per accepted customer",
-                "SELECT count(*) FROM marts.dim_customer",
-                "SELECT count(*) FROM sources.customer_info",
-            ),
-        ),
-    ),
-    MartSpec(
-        "marts/dim_product",
-        key=("product_id",),
-        required=("product_id", "category", "list_price"),
-        validity=(Rule("list_price > 0", "list_price > 0"),),
-        accuracy=(
-            Reconciliation(
-                "one row per accepted product",
-                "SELECT count(*) FROM marts.dim_product",
-                "SELECT count(*) FROM sources.product",
-            ),
-        ),
-    ),
-    MartSpec(
-        "marts/customer_purchase_metrics",
-        key=("customer_id",),
-        required=("customer_id", "lifetime_orders", "total_spend"),
-        covers_customers=True,
-        validity=(
-            _non_negative("total_spend", strict=True),
-            _non_negative("lifetime_orders", strict=True),
-            Rule("orders_365d <= lifetime_orders", "orders_365d <= lifetime_orders"),
-        ),
-        accuracy=(
-            Reconciliation(
-                "total_spend sums to the fact table's revenue",
-                "SELECT sum(total_spend) FROM marts.customer_purchase_metrics",
-                f"SELECT sum(amount) FROM {FACT}",
-            ),
-            Reconciliation(
-                "lifetime_orders sums to the fact table's orders",
-                "SELECT sum(lifetime_orders) FROM marts.customer_purchase_metrics",
-                f"SELECT count(DISTINCT order_id) FROM {FACT}",
-            ),
-        ),
-    ),
-    MartSpec(
-        "marts/customer_category_profile",
-        key=("customer_id",),
-        required=("customer_id", "spend", "churn_probability"),
-        covers_customers=True,
-        validity=tuple(
-            Rule(f"invalid_count({col}) = 0", f"{col} >= 0", strict=True)
-            for col in CATEGORY_COLUMNS.values()
-        ),
-        accuracy=(
-            *(
-                Reconciliation(
-                    f"{col} sums to the fact table's {category} revenue",
-                    f"SELECT sum({col}) FROM marts.customer_category_profile",
-                    f"SELECT coalesce(sum(amount), 0) FROM {FACT} "
-                    f"WHERE category = {literal(category)}",
-                )
-                for category, col in CATEGORY_COLUMNS.items()
-            ),
-            Reconciliation(
-                "spend sums to the fact table's revenue",
-                "SELECT sum(spend) FROM marts.customer_category_profile",
-                f"SELECT sum(amount) FROM {FACT}",
-            ),
-        ),
-    ),
-    MartSpec(
-        "marts/category_affinity",
-        key=("basket_level", "antecedent", "consequent"),
-        required=("basket_level", "antecedent", "consequent", "lift"),
-        validity=(
-            _non_negative("lift", strict=True),
-            _between("support", 0, 1),
-            _between("confidence", 0, 1),
-        ),
-    ),
-    MartSpec(
-        "marts/customer_lifetime_value",
-        key=("customer_id",),
-        required=("customer_id", "historical_clv", "predicted_clv_365d", "value_tier"),
-        covers_customers=True,
-        validity=(
-            _non_negative("predicted_clv_365d", strict=True),
-            _between("probability_alive", 0, 1),
-        ),
-        accuracy=(
-            Reconciliation(
-                "historical_clv sums to the fact table's revenue",
-                "SELECT sum(historical_clv) FROM marts.customer_lifetime_value",
-                f"SELECT sum(amount) FROM {FACT}",
-            ),
-        ),
-    ),
-    MartSpec(
-        "marts/cross_sell_recommendations",
-        key=("customer_id",),
-        required=("customer_id",),
-        covers_customers=True,
-        validity=(_between("cross_sell_opportunity_score", 0, 1),),
-    ),
-)
+    @classmethod
+    def of(cls, mart: Mart) -> MartSpec:
+        slo = mart.slo
+        try:
+            return cls(
+                asset=mart.asset,
+                key=tuple(slo["key"]),
+                required=tuple(slo.get("required", ())),
+                covers_customers=bool(slo.get("covers_customers", False)),
+                validity=tuple(Rule(**r) for r in slo.get("validity", ())),
+                accuracy=tuple(
+                    Reconciliation(r["label"], r["mart"], r["reference"])
+                    for r in slo.get("accuracy", ())
+                ),
+                freshness_column=slo.get("freshness_column"),
+                warn_only=bool(slo.get("warn_only", False)),
+            )
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"{mart.asset}: meta.slo in its dbt YAML is malformed: {exc}") from exc
 
 
 def _scalar(ctx: MeasureContext, sql: str) -> float:
@@ -376,16 +224,17 @@ def _mart_checks(spec: MartSpec, product: DataProduct, columns: dict[str, str]) 
             f"Hours between the newest {spec.freshness_column} and as_of.",
         )
     return [
-        SloCheck(key, product, category, description, fn)
+        SloCheck(key, product, category, description, fn, warn_only=spec.warn_only)
         for category, (fn, description) in measures.items()
         if category in product.slos
     ]
 
 
-def mart_checks(product: DataProduct, declared: dict[str, dict[str, str]]) -> list[SloCheck]:
-    """`declared` maps each mart asset (`marts/x`) to its declared column types."""
+def mart_checks(product: DataProduct, marts: list[Mart]) -> list[SloCheck]:
+    """The SLO checks of every mart whose dbt YAML says what they measure."""
     return [
         check
-        for spec in MARTS
-        for check in _mart_checks(spec, product, declared.get(spec.asset, {}))
+        for mart in marts
+        if mart.slo
+        for check in _mart_checks(MartSpec.of(mart), product, mart.columns)
     ]

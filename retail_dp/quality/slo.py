@@ -52,10 +52,14 @@ class SloCheck:
     category: SloCategory
     description: str
     measure: Callable[[MeasureContext], Measurement]
+    warn_only: bool = False  # report, never block (a compatibility output)
 
     @property
     def slo(self) -> Slo:
-        return self.product.slos[self.category]
+        slo = self.product.slos[self.category]
+        if self.warn_only:
+            return slo.model_copy(update={"severity": "WARN", "blocking": False})
+        return slo
 
     @property
     def name(self) -> str:

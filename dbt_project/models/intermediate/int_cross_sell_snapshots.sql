@@ -33,7 +33,6 @@ purchases as (
 
     select days_before_as_of, customer_id, count(*) as purchases
     from orders
-    where channel in ('web', 'catalog', 'store')
     group by days_before_as_of, customer_id
 
 ),

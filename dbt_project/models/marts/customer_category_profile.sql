@@ -1,5 +1,7 @@
--- The customer-level shape of the DataOS Product Affinity example, so its Lens measures can be
--- reproduced on our data. Unlike DataOS's own SQL, purchases count store orders once.
+-- The customer-level shape of the DataOS Product Affinity example, kept for compatibility so
+-- its Lens measures can be reproduced. Its six category columns are zero when the catalogue has
+-- no such category; spend and purchases cover every category and channel. Unlike DataOS's own
+-- SQL, purchases count store orders once.
 with
 
 customers as (
@@ -63,7 +65,9 @@ profile as (
         coalesce(channel_orders.numcatalogpurchases, 0) as numcatalogpurchases,
         coalesce(channel_orders.numstorepurchases, 0) as numstorepurchases,
         coalesce(channel_orders.numdealspurchases, 0) as numdealspurchases,
-        metrics.recency_days as recency
+        metrics.recency_days as recency,
+        metrics.lifetime_orders as purchases,
+        metrics.total_spend as spend
     from customers
     inner join metrics
         on customers.customer_id = metrics.customer_id
@@ -74,21 +78,10 @@ profile as (
 
 ),
 
-measured as (
-
-    select
-        profile.*,
-        numwebpurchases + numcatalogpurchases + numstorepurchases as purchases,
-        mntwines + mntmeatproducts + mntfishproducts + mntsweetproducts + mntgoldprods + mntfruits
-            as spend
-    from profile
-
-),
-
 final as (
 
     select
-        measured.*,
+        profile.*,
         spend / nullif(purchases, 0) as average_spend,
         case
             when recency < 30 and spend > 500 then 0.9
@@ -100,7 +93,7 @@ final as (
             'mntwines', 'mntmeatproducts', 'mntfishproducts',
             'mntsweetproducts', 'mntgoldprods', 'mntfruits', 'purchases'
         ) }} as dataos_cross_sell_score
-    from measured
+    from profile
 
 )
 

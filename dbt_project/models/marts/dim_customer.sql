@@ -58,8 +58,8 @@ enriched as (
 
         -- geography
         aged.country_code,
-        coalesce(regions.country_name, 'Unknown') as country_name,
-        coalesce(regions.region, 'Unknown') as region,
+        coalesce(regions.country_name, 'unknown') as country_name,
+        coalesce(regions.region, 'unknown') as region,
 
         -- flags
         aged.has_valid_email,
