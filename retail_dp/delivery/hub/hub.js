@@ -356,12 +356,7 @@ async function metrics(p, panel) {
       return Charts.bars("Purchase frequency distribution", "Customers by number of orders in the last 365 days.", order.filter((o) => o in values), [{ name: "customers", values }]);
     }),
     chart({ measures: ["category_affinity.lift"], dimensions: ["category_affinity.antecedent", "category_affinity.consequent"],
-           filters: [{ member: "category_affinity.basket_level", operator: "equals", values: ["customer"] }] }, (r) => {
-      const cats = [...new Set(r.data.flatMap((x) => [x["category_affinity.antecedent"], x["category_affinity.consequent"]]))].sort();
-      const cells = {};
-      r.data.forEach((x) => { (cells[x["category_affinity.antecedent"]] ||= {})[x["category_affinity.consequent"]] = x["category_affinity.lift"]; });
-      return Charts.heatmap("Category affinity (lift, customer baskets)", "Lift of buying category B given category A; above 1 (blue) the pair goes together more than chance.", cats, cats, cells, 1);
-    }),
+           filters: [{ member: "category_affinity.basket_level", operator: "equals", values: ["customer"] }], limit: 50000 }, affinityHeatmap),
     chart({ measures: ["customer_value.customers_valued"], dimensions: ["customer_value.predicted_clv_band", "customer_value.value_tier"] }, (r) => {
       const bands = ["0-100", "100-250", "250-500", "500-1000", "1000-2500", "2500+"];
       const tiers = ["prospect", "bronze", "silver", "gold", "platinum"];
@@ -450,3 +445,28 @@ async function start() {
 }
 
 start();
+
+// The lift heatmap stays readable with any number of categories: the HEATMAP_TOP categories
+// with the strongest pairs, and a search that picks which ones to show.
+const HEATMAP_TOP = 12;
+function affinityHeatmap(r) {
+  const A = "category_affinity.antecedent", B = "category_affinity.consequent", LIFT = "category_affinity.lift";
+  const cells = {}, strongest = {};
+  r.data.forEach((x) => {
+    (cells[x[A]] ||= {})[x[B]] = x[LIFT];
+    for (const c of [x[A], x[B]]) strongest[c] = Math.max(strongest[c] ?? 0, x[LIFT] ?? 0);
+  });
+  const ranked = Object.keys(strongest).sort((a, b) => strongest[b] - strongest[a] || a.localeCompare(b));
+  const caption = "Category affinity (lift, customer baskets)";
+  const about = "Lift of buying category B given category A; above 1 (blue) the pair goes together more than chance.";
+  const draw = (term) => {
+    const shown = ranked.filter((c) => c.toLowerCase().includes(term.toLowerCase())).slice(0, HEATMAP_TOP).sort();
+    const of = ranked.length > HEATMAP_TOP ? ` Showing ${shown.length} of ${ranked.length} categories, those with the strongest pairs${term ? ` matching "${term}"` : ""}.` : "";
+    return Charts.heatmap(caption, about + of, shown, shown, cells, 1);
+  };
+  if (ranked.length <= HEATMAP_TOP) return draw("");
+  const search = h("input", { type: "search", id: "affinity-search", placeholder: "Filter categories" });
+  const box = h("div", { class: "heatmap" }, h("label", { for: "affinity-search" }, `Categories (${ranked.length}): `), search, draw(""));
+  search.addEventListener("input", () => box.replaceChild(draw(search.value.trim()), box.lastChild));
+  return box;
+}
