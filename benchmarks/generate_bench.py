@@ -5,6 +5,7 @@ the ratio against a baseline measured in the same session: DuckDB writing the sa
 purchase lines from a trivial generate_series, i.e. the cost of the file writing alone.
 
     python benchmarks/generate_bench.py [--customers 1000000] [--repeat 3] [--format csv]
+        [--profile grocery|marketplace]
 """
 
 from __future__ import annotations
@@ -20,9 +21,12 @@ CHILD = """
 import json, resource, sys, time
 from pathlib import Path
 from retail_dp.generator.landing import GenerateRequest, generate
-customers, out, fmt = int(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+from retail_dp.generator.profiles import PROFILES
+customers, out, fmt, profile = int(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], sys.argv[4]
 start = time.perf_counter()
-manifest = generate(GenerateRequest(customers=customers, out=out, format=fmt))
+manifest = generate(
+    GenerateRequest(customers=customers, out=out, format=fmt, profile=PROFILES[profile])
+)
 print("RESULT " + json.dumps({
     "seconds": time.perf_counter() - start,
     "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -62,11 +66,12 @@ def main() -> None:
     parser.add_argument("--customers", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--format", choices=["csv", "parquet"], default="csv")
+    parser.add_argument("--profile", default="grocery", help="grocery or marketplace")
     args = parser.parse_args()
     gen, base = [], []
     for i in range(args.repeat):
         with tempfile.TemporaryDirectory() as tmp:
-            gen.append(run(CHILD, str(args.customers), tmp, args.format))
+            gen.append(run(CHILD, str(args.customers), tmp, args.format, args.profile))
             print(f"run {i + 1}: generator {gen[-1]}", flush=True)
         with tempfile.TemporaryDirectory() as tmp:
             base.append(run(BASELINE, str(gen[-1]["purchase_lines"]), tmp, args.format))
@@ -74,7 +79,8 @@ def main() -> None:
     g = statistics.median(r["seconds"] for r in gen)
     b = statistics.median(r["seconds"] for r in base)
     rss = statistics.median(r["peak_rss_mb"] for r in gen)
-    print(f"\ncustomers            {args.customers:,}")
+    print(f"\nprofile              {args.profile}")
+    print(f"customers            {args.customers:,}")
     print(f"purchase lines       {gen[0]['purchase_lines']:,}")
     print(f"generator median     {g:.1f} s   (target < 120 s)")
     print(f"generator peak RSS   {rss:.0f} MB (target < 2048 MB)")

@@ -96,7 +96,16 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--out", type=Path, default=Settings().data_dir)
     gen.add_argument("--format", choices=["csv", "parquet"], default="csv")
     gen.add_argument(
-        "--defect-rate", type=float, default=0.003, help="planted defects per row, per kind"
+        "--defect-rate",
+        type=float,
+        default=0.003,
+        help="planted defects per row, per kind; a rate within an SLO's allowance never breaks it",
+    )
+    gen.add_argument(
+        "--profile",
+        default="grocery",
+        help="shape of the data: grocery (default; planted affinities) or marketplace "
+        "(hashed ids, no contact details, ~70 categories, ~3%% repeat buyers)",
     )
 
     run = sub.add_parser("run", help="materialize every asset and run every check")
@@ -188,7 +197,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "generate":
         from retail_dp.generator.landing import GenerateRequest, generate
+        from retail_dp.generator.profiles import PROFILES
 
+        if args.profile not in PROFILES:
+            print(
+                f"retail-dp generate: no profile {args.profile!r}; choose {', '.join(PROFILES)}",
+                file=sys.stderr,
+            )
+            return 2
         manifest = generate(
             GenerateRequest(
                 customers=args.customers,
@@ -197,9 +213,10 @@ def main(argv: list[str] | None = None) -> int:
                 out=args.out,
                 format=args.format,
                 defect_rate=args.defect_rate,
+                profile=PROFILES[args.profile],
             )
         )
-        print(f"wrote {args.out}: " + json.dumps(manifest["rows"]))
+        print(f"wrote {args.out} ({args.profile}): " + json.dumps(manifest["rows"]))
         print("planted defects: " + json.dumps(manifest["defects"]))
         return 0
     if args.command == "prepare":

@@ -1,12 +1,28 @@
+"""The sample data generator: determinism, exact defect counts, the planted shapes of both
+profiles, the descriptors as its vocabulary, and landing data that meets its SLOs at any size.
+"""
+
 import hashlib
-from datetime import date
+import shutil
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import duckdb
 import pytest
+import yaml
 
+from retail_dp.descriptors import Catalog, SloCategory
 from retail_dp.generator.landing import GenerateRequest, generate
-from retail_dp.generator.simulate import PRICE_CEILING_RATIO
+from retail_dp.generator.profiles import PROFILES, MarketplaceProfile
+from retail_dp.settings import Settings
+from retail_dp.sources.audit import COMPLETENESS_REASONS, UNIQUENESS_REASONS, LandingAudit
+from retail_dp.sources.contracts import build_contracts, country_spellings
+from retail_dp.sources.ingest import load_source
+
+CATALOG = Catalog.load(Settings().descriptors_dir)
+CONTRACTS = build_contracts(CATALOG)
+HEX32 = r"^[0-9a-f]{32}$"
+END = date(2026, 1, 31)
 
 
 def _digest(folder: Path) -> dict[str, str]:
@@ -17,9 +33,25 @@ def _digest(folder: Path) -> dict[str, str]:
     }
 
 
+def _files(con: duckdb.DuckDBPyConnection, folder: Path) -> None:
+    """Views c, p and l over the landing files, read as written."""
+    for view, name in (("c", "customer_info"), ("p", "product"), ("l", "purchase")):
+        con.execute(f"CREATE VIEW {view} AS SELECT * FROM read_csv('{folder}/{name}.csv')")
+
+
+@pytest.fixture(scope="module")
+def market(tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("marketplace")
+    manifest = generate(
+        GenerateRequest(customers=3000, seed=8, end_date=END, out=out, profile=MarketplaceProfile())
+    )
+    return out, manifest
+
+
+@pytest.mark.parametrize("profile", sorted(PROFILES))
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
-def test_same_seed_gives_identical_files(tmp_path, fmt):
-    req = dict(customers=300, seed=11, end_date=date(2026, 1, 31), format=fmt)
+def test_same_seed_gives_identical_files(tmp_path, fmt, profile):
+    req = dict(customers=300, seed=11, end_date=END, format=fmt, profile=PROFILES[profile])
     generate(GenerateRequest(out=tmp_path / "a", **req))
     generate(GenerateRequest(out=tmp_path / "b", **req))
     a, b = _digest(tmp_path / "a"), _digest(tmp_path / "b")
@@ -31,14 +63,11 @@ def test_same_seed_gives_identical_files(tmp_path, fmt):
     assert _digest(tmp_path / "c")[f"purchase.{fmt}"] != a[f"purchase.{fmt}"]
 
 
-def test_planted_defect_counts_match_manifest(sample):
-    """Count each defect kind straight from the files, without the contract code."""
-    folder, manifest = sample
-    end = manifest["end_date"]
+def _count_defects(folder: Path, manifest: dict) -> dict[str, int]:
+    """Count each planted kind straight from the files, without the contract code."""
+    end, ratio = manifest["end_date"], manifest["contract"]["price_ceiling_ratio"]
     con = duckdb.connect()
-    con.execute(f"CREATE VIEW c AS SELECT * FROM read_csv('{folder}/customer_info.csv')")
-    con.execute(f"CREATE VIEW p AS SELECT * FROM read_csv('{folder}/product.csv')")
-    con.execute(f"CREATE VIEW l AS SELECT * FROM read_csv('{folder}/purchase.csv')")
+    _files(con, folder)
 
     def one(sql: str) -> int:
         return con.execute(sql).fetchall()[0][0]
@@ -51,6 +80,10 @@ def test_planted_defect_counts_match_manifest(sample):
         "malformed_email": one(
             r"SELECT count(*) FROM c "
             r"WHERE NOT regexp_matches(email, '^[^@\s]+@[^@\s]+\.[a-z]{2,}$')"
+        ),
+        "unrecognised_country": sum(
+            upper.strip() not in country_spellings()
+            for (upper,) in con.execute("SELECT upper(country) FROM c").fetchall()
         ),
         "nonpositive_quantity": one("SELECT count(*) FROM l WHERE quantity <= 0"),
         "orphan_customer_id": one(
@@ -65,17 +98,40 @@ def test_planted_defect_counts_match_manifest(sample):
         ),
         "bad_unit_price": one(
             "SELECT count(*) FROM l JOIN p USING (product_id) "
-            f"WHERE unit_price <= 0 OR unit_price > {PRICE_CEILING_RATIO} * price"
+            f"WHERE unit_price <= 0 OR unit_price > {ratio} * price"
         ),
     }
-    assert found == manifest["defects"]
     assert manifest["rows"]["purchase"] == one("SELECT count(*) FROM l")
+    return found
+
+
+def test_planted_defect_counts_match_manifest(sample):
+    folder, manifest = sample
+    found = _count_defects(folder, manifest)
+    assert found.pop("unrecognised_country") == 0
+    assert found == manifest["defects"]
+    # the contract quarantines these, keeps malformed emails and defers future lines
+    assert manifest["deferred_defects"] == {"future_purchase_ts": found["future_purchase_ts"]}
+    assert manifest["kept_defects"] == {"malformed_email": found["malformed_email"]}
+    assert set(manifest["quarantined_defects"]) == set(found) - {
+        "future_purchase_ts",
+        "malformed_email",
+    }
+    assert manifest["profile"]["name"] == "grocery"
+
+
+def test_marketplace_defect_counts_match_manifest(market):
+    folder, manifest = market
+    found = _count_defects(folder, manifest)
+    # no emails to get wrong; a few countries nobody recognises instead
+    assert found.pop("malformed_email") == 0
+    assert found == manifest["defects"]
+    assert all(n > 0 for n in found.values()), found
+    assert manifest["kept_defects"] == {"unrecognised_country": found["unrecognised_country"]}
 
 
 def test_realistic_shape_and_planted_affinities(tmp_path):
-    manifest = generate(
-        GenerateRequest(customers=3000, seed=5, end_date=date(2026, 1, 31), out=tmp_path)
-    )
+    manifest = generate(GenerateRequest(customers=3000, seed=5, end_date=END, out=tmp_path))
     lines_per_customer = manifest["rows"]["purchase"] / manifest["customers"]
     assert 15 <= lines_per_customer <= 25
     con = duckdb.connect()
@@ -107,6 +163,124 @@ def test_realistic_shape_and_planted_affinities(tmp_path):
     # more categories of every kind), well below the planted pairs
     for other in ("Wines", "Meats", "Fish", "Sweets", "Fruits"):
         assert 0.85 < lift[f"Gold>{other}"] < 1.25, (other, lift[f"Gold>{other}"])
+
+
+def test_marketplace_has_the_shape_of_a_real_marketplace(market):
+    folder, manifest = market
+    con = duckdb.connect()
+    _files(con, folder)
+
+    def one(sql: str):
+        return con.execute(sql).fetchall()[0]
+
+    # opaque 32-hex ids everywhere, no contact details, no product names
+    for view, column in (("c", "customer_id"), ("p", "product_id"), ("l", "order_id")):
+        assert one(f"SELECT bool_and(regexp_matches({column}, '{HEX32}')) FROM {view}") == (True,)
+    assert one("SELECT count(first_name), count(last_name), count(email), count(phone) FROM c") == (
+        0,
+        0,
+        0,
+        0,
+    )
+    assert one("SELECT count(product_name), count(DISTINCT product_category) FROM p") == (0, 70)
+    assert one("SELECT bool_and(regexp_matches(product_category, '^[a-z]+(_[a-z]+)*$')) FROM p")[0]
+    # most buyers order once, about 3% again; some customers never order
+    buyers, repeat, never = one(
+        """WITH orders AS (SELECT customer_id, count(DISTINCT order_id) AS n FROM l GROUP BY 1)
+        SELECT count(*), count(*) FILTER (WHERE n >= 2),
+            (SELECT count(DISTINCT customer_id) FROM c WHERE customer_id NOT IN
+                (SELECT customer_id FROM l))
+        FROM orders"""
+    )
+    assert 0.01 <= repeat / buyers <= 0.05, repeat / buyers
+    assert never > 0
+    single_line, lines_per_order = one(
+        "SELECT avg((n = 1)::INT), avg(n) FROM (SELECT count(*) AS n FROM l GROUP BY order_id)"
+    )
+    assert single_line > 0.8 and lines_per_order < 1.3
+    # prices with a long tail: the dearest far above the median
+    median, top = one("SELECT median(price), max(price) FROM p")
+    assert top > 10 * median
+    # countries as people type them: alpha-2, alpha-3, English names, the odd sports code
+    spelled = {row[0] for row in con.execute("SELECT DISTINCT country FROM c").fetchall()}
+    assert {"BR", "BRA", "Brazil", "USA", "United States"} <= spelled
+    assert manifest["profile"]["name"] == "marketplace"
+    assert manifest["profile"]["parameters"]["purchase_process"]["r"] > 0
+    assert (
+        manifest["true_parameters"]["bg_nbd"]
+        == manifest["profile"]["parameters"]["purchase_process"]
+    )
+
+
+def test_vocabulary_comes_from_the_descriptors(tmp_path):
+    """Channels and the price ceiling are read from the purchase descriptor, not the code."""
+    descriptors = tmp_path / "descriptors"
+    shutil.copytree(Settings().descriptors_dir, descriptors)
+    path = descriptors / "purchase.yaml"
+    purchase = yaml.safe_load(path.read_text())
+    for rule in purchase["contract"]["rules"]:
+        if rule["column"] == "channel":
+            rule["value"] = ["app", "web"]
+    purchase["contract"]["price_ceiling"]["ratio"] = 5.0
+    path.write_text(yaml.safe_dump(purchase))
+    manifest = generate(
+        GenerateRequest(customers=300, seed=3, out=tmp_path / "out", descriptors_dir=descriptors)
+    )
+    assert manifest["contract"] == {"price_ceiling_ratio": 5.0, "channels": ["app", "web"]}
+    channels = duckdb.sql(
+        f"SELECT DISTINCT channel FROM read_csv('{tmp_path}/out/purchase.csv') ORDER BY 1"
+    ).fetchall()
+    assert channels == [("app",), ("web",)]
+    purchase["contract"]["price_ceiling"]["ratio"] = 25.0
+    path.write_text(yaml.safe_dump(purchase))
+    with pytest.raises(ValueError, match="price ceiling"):
+        generate(GenerateRequest(out=tmp_path / "x", descriptors_dir=descriptors))
+
+
+def _slo_ratios(audit: LandingAudit) -> dict[str, float]:
+    """The blocking source SLOs as the quality checks measure them from the landing audit."""
+    judged = audit.rows_judged
+
+    def ratio(bad: int) -> float:
+        return round(1.0 - bad / judged, 6) if judged else 1.0
+
+    invalid = audit.rejected_for(COMPLETENESS_REASONS + UNIQUENESS_REASONS, include=False)
+    return {
+        "completeness": min((ratio(n) for n in audit.nulls.values()), default=1.0),
+        "uniqueness": ratio(sum(audit.rejected_for(UNIQUENESS_REASONS).values())),
+        "validity": ratio(sum(invalid.values()) + sum(audit.warnings.values())),
+    }
+
+
+def _load(folder: Path, sources: tuple[str, ...] = tuple(CONTRACTS)) -> dict[str, LandingAudit]:
+    as_of = datetime.combine(END + timedelta(days=1), datetime.min.time()) + timedelta(hours=6)
+    with duckdb.connect() as con:
+        return {s: load_source(con, CONTRACTS[s], folder, s, as_of).audit for s in sources}
+
+
+@pytest.mark.parametrize("customers", [100, 300, 1000])
+@pytest.mark.parametrize("profile", sorted(PROFILES))
+def test_default_defect_rate_meets_the_blocking_slos_at_any_size(tmp_path, profile, customers):
+    manifest = generate(
+        GenerateRequest(
+            customers=customers, seed=1, end_date=END, out=tmp_path, profile=PROFILES[profile]
+        )
+    )
+    for source, audit in _load(tmp_path).items():
+        slos = CATALOG[source].slos
+        for category, measured in _slo_ratios(audit).items():
+            slo = slos[SloCategory(category)]
+            assert slo.blocking and measured >= slo.target, (source, category, measured)
+    if customers >= 1000:
+        assert sum(manifest["quarantined_defects"].values()) > 0
+
+
+def test_a_rate_beyond_the_slos_allowance_still_breaks_them(tmp_path):
+    """The quality tests plant 6% to see the blocking SLOs fail: the caps leave that alone."""
+    generate(GenerateRequest(customers=400, seed=7, end_date=END, out=tmp_path, defect_rate=0.06))
+    measured = _slo_ratios(_load(tmp_path, ("customer_info",))["customer_info"])
+    targets = {c: CATALOG["customer_info"].slos[SloCategory(c)].target for c in measured}
+    assert all(measured[c] < targets[c] for c in measured), measured
 
 
 def test_rejects_bad_requests(tmp_path):

@@ -2,14 +2,16 @@
 
 NumPy simulates numbers in chunks of customers; DuckDB turns them into ids, names and
 timestamps and writes the files, spilling to disk rather than holding everything in memory.
-The same seed gives byte-identical files.
+The same seed and profile give byte-identical files. The vocabulary the files must speak
+(channels, the price ceiling) and the SLOs the planted defects must respect come from the
+data product descriptors.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Literal
@@ -18,34 +20,34 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from retail_dp.generator import names
+from retail_dp.generator import marketplace, names
+from retail_dp.generator.defects import KINDS, by_fate, plant
+from retail_dp.generator.profiles import GroceryProfile, MarketplaceProfile, Profile
 from retail_dp.generator.simulate import (
-    CATEGORIES,
-    CHANNELS,
-    PRICE_CEILING_RATIO,
     PRODUCTS_PER_CATEGORY,
     WINDOW_DAYS,
-    TrueParameters,
+    ProductTable,
+    channel_concentration,
     interest_sets,
     simulate_lines,
     simulate_orders,
     simulate_products,
 )
+from retail_dp.generator.terms import ContractTerms, load_terms
+from retail_dp.settings import Settings
 
 Format = Literal["csv", "parquet"]
 CHUNK_CUSTOMERS = 50_000
-DEFECT_KINDS = (
-    "duplicate_customer_id",
-    "missing_customer_id",
-    "malformed_email",
+SOURCES = ("customer_info", "product", "purchase")
+PURCHASE_DEFECTS = (
     "nonpositive_quantity",
     "orphan_customer_id",
     "orphan_product_id",
     "future_purchase_ts",
     "bad_unit_price",
 )
-# Defects of these kinds are rejected into quarantine; malformed emails are kept.
-QUARANTINED_KINDS = tuple(k for k in DEFECT_KINDS if k != "malformed_email")
+# the grocery's ids: a prefix and a zero-padded counter
+PREFIXED_IDS = {"customer": ("C", 7), "product": ("PRD", 4), "order": ("O", 9), "line": ("L", 10)}
 
 
 @dataclass(frozen=True)
@@ -56,39 +58,67 @@ class GenerateRequest:
     out: Path = Path("data/landing")
     format: Format = "csv"
     defect_rate: float = 0.003
-    parameters: TrueParameters = TrueParameters()
+    profile: Profile = field(default_factory=GroceryProfile)
+    # None: the project's descriptors ($RETAIL_DP_DESCRIPTORS_DIR, else data_products/)
+    descriptors_dir: Path | None = None
+
+
+@dataclass
+class _Run:
+    """What every chunk of one generation shares."""
+
+    req: GenerateRequest
+    terms: ContractTerms
+    products: ProductTable
+    defects: dict[str, int]
+
+    @property
+    def profile(self) -> Profile:
+        return self.req.profile
+
+
+def defect_kinds(profile: Profile) -> tuple[str, ...]:
+    return ("duplicate_customer_id", "missing_customer_id", profile.customer_validity_defect)
 
 
 def _chunk_seeds(seed: int, chunks: int) -> list[np.random.Generator]:
     return [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(chunks + 1)]
 
 
-def _pick(rng: np.random.Generator, size: int, rate: float, kinds: int) -> list[np.ndarray]:
-    """Disjoint random row indices for each of `kinds` defect kinds."""
-    counts = rng.binomial(size, rate, kinds)
-    counts = np.minimum(counts, size // (kinds + 1))
-    chosen = rng.choice(size, int(counts.sum()), replace=False)
-    return np.split(chosen, np.cumsum(counts)[:-1])
-
-
-def generate(req: GenerateRequest) -> dict:
-    """Write the landing files and return the manifest."""
+def _check_request(req: GenerateRequest, terms: ContractTerms) -> None:
     if req.customers < 1:
         raise ValueError(f"customers must be positive, got {req.customers}")
     if not 0 <= req.defect_rate < 0.1:
         raise ValueError(f"defect_rate must lie in [0, 0.1), got {req.defect_rate}")
+    ratio = terms.price_ceiling_ratio
+    if ratio is not None and req.profile.overpriced_factor <= ratio:
+        raise ValueError(
+            f"profile {req.profile.name}: overpriced_factor {req.profile.overpriced_factor} "
+            f"does not exceed the contract's price ceiling of {ratio}x the list price"
+        )
+
+
+def _simulate_products(rng: np.random.Generator, req: GenerateRequest) -> ProductTable:
+    if isinstance(req.profile, MarketplaceProfile):
+        return marketplace.simulate_catalogue(rng, req.profile, req.customers)
+    return simulate_products(rng)
+
+
+def generate(req: GenerateRequest) -> dict:
+    """Write the landing files and return the manifest."""
+    terms = load_terms(req.descriptors_dir or Settings.from_env().descriptors_dir)
+    _check_request(req, terms)
     out = req.out
     out.mkdir(parents=True, exist_ok=True)
-    for stale in ("customer_info", "product", "purchase"):
+    for stale in SOURCES:
         for suffix in (".csv", ".parquet"):
             (out / f"{stale}{suffix}").unlink(missing_ok=True)
     window_end = datetime.combine(req.end_date + timedelta(days=1), datetime.min.time())
     window_start = window_end - timedelta(days=WINDOW_DAYS)
     n_chunks = -(-req.customers // CHUNK_CUSTOMERS)
     rngs = _chunk_seeds(req.seed, n_chunks)
-    products = simulate_products(rngs[0])
-    params = req.parameters
-    defects = dict.fromkeys(DEFECT_KINDS, 0)
+    kinds = defect_kinds(req.profile) + PURCHASE_DEFECTS
+    run = _Run(req, terms, _simulate_products(rngs[0], req), dict.fromkeys(kinds, 0))
 
     spill = out / ".generate.tmp"
     shutil.rmtree(spill, ignore_errors=True)
@@ -97,7 +127,7 @@ def generate(req: GenerateRequest) -> dict:
     con.execute(f"SET temp_directory = '{spill}'")
     con.execute("SET memory_limit = '1GB'")
     con.execute("SET preserve_insertion_order = true")
-    _create_lookup_tables(con)
+    _create_lookup_tables(con, run)
     order_offset = 0
     line_offset = 0
     for i in range(n_chunks):
@@ -105,59 +135,86 @@ def generate(req: GenerateRequest) -> dict:
         first = i * CHUNK_CUSTOMERS
         n = min(CHUNK_CUSTOMERS, req.customers - first)
         number = np.arange(first + 1, first + n + 1)
-        interest = interest_sets(rng, n, params)
-        order_customer, order_day = simulate_orders(rng, n, params)
-        lines = simulate_lines(rng, order_customer, order_day, interest, products, params)
+        order_customer, order_day, lines = _simulate_chunk(rng, run, n)
         first_day = np.full(n, np.inf)
         np.minimum.at(first_day, order_customer, order_day)
         first_day[np.isinf(first_day)] = np.nan
-        _insert_customers(con, rng, number, first_day, req.defect_rate, defects)
-        _insert_purchases(
-            con, rng, lines, number, req, order_offset, line_offset, products.price, defects
-        )
+        _insert_customers(con, rng, run, number, first_day)
+        _insert_purchases(con, rng, run, lines, number, order_offset, line_offset)
         order_offset += order_customer.size
         line_offset += lines["line_order"].size
 
-    con.register("product_df", pd.DataFrame({"price": products.price}))
-    _write(con, req, window_start, products)
+    _write(con, run, window_start)
     con.close()
     shutil.rmtree(spill, ignore_errors=True)
-    manifest = {
+    manifest = _manifest(run, window_start)
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return manifest
+
+
+def _manifest(run: _Run, window_start: datetime) -> dict:
+    req, defects = run.req, run.defects
+    return {
         "seed": req.seed,
         "customers": req.customers,
         "end_date": req.end_date.isoformat(),
         "window_start": window_start.isoformat(),
         "format": req.format,
         "defect_rate": req.defect_rate,
-        "files": {s: f"{s}.{req.format}" for s in ("customer_info", "product", "purchase")},
-        "rows": _row_counts(out, req.format),
+        "profile": run.profile.describe(),
+        "files": {s: f"{s}.{req.format}" for s in SOURCES},
+        "rows": _row_counts(req.out, req.format),
+        # every planted defect, and by what the landing contract does with its rows
         "defects": defects,
-        "quarantined_defects": {k: defects[k] for k in QUARANTINED_KINDS},
-        "true_parameters": {
-            "bg_nbd": {k: getattr(params, k) for k in ("r", "alpha", "a", "b")},
-            "gamma_gamma": {k: getattr(params, k) for k in ("p", "q", "gamma")},
-            "time_unit": "weeks",
-            "all": params.as_dict(),
+        "quarantined_defects": by_fate(defects, "quarantined"),
+        "kept_defects": by_fate(defects, "kept"),
+        "deferred_defects": by_fate(defects, "deferred"),
+        "true_parameters": run.profile.true_parameters(),
+        "planted_affinities": run.profile.planted_affinities(),
+        "contract": {
+            "price_ceiling_ratio": run.terms.price_ceiling_ratio,
+            "channels": list(run.terms.channels),
         },
-        "planted_affinities": {
-            "strong": [["Wines", "Meats"], ["Fish", "Fruits"]],
-            "independent": ["Gold"],
-        },
-        "contract": {"price_ceiling_ratio": PRICE_CEILING_RATIO},
     }
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    return manifest
 
 
-def _create_lookup_tables(con: duckdb.DuckDBPyConnection) -> None:
+def _simulate_chunk(
+    rng: np.random.Generator, run: _Run, n: int
+) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """(order customer, order day, lines) for `n` customers; draws in a fixed order per profile,
+    which is what keeps a seed's files byte-identical."""
+    profile = run.profile
+    weights = channel_concentration(profile.channel_weights, len(run.terms.channels))
+    if isinstance(profile, GroceryProfile):
+        params = profile.parameters
+        interest = interest_sets(rng, n, params)
+        order_customer, order_day = simulate_orders(rng, n, params, profile.never_bought_share)
+        lines = simulate_lines(
+            rng, order_customer, order_day, interest, run.products, params, weights
+        )
+    elif isinstance(profile, MarketplaceProfile):
+        order_customer, order_day = simulate_orders(
+            rng, n, profile.purchase_process, profile.never_bought_share
+        )
+        lines = marketplace.simulate_lines(
+            rng, order_customer, order_day, run.products, profile, weights
+        )
+    else:
+        raise TypeError(f"no simulation for profile {profile.name!r}")
+    return order_customer, order_day, lines
+
+
+def _create_lookup_tables(con: duckdb.DuckDBPyConnection, run: _Run) -> None:
+    profile = run.profile
+    countries = [c for c, _ in profile.countries] + list(profile.unrecognised_countries)
     for table, values in (
         ("first_names", names.FIRST_NAMES),
         ("last_names", names.LAST_NAMES),
-        ("countries", [c for c, _ in names.COUNTRIES]),
+        ("countries", countries),
         ("educations", names.EDUCATION),
         ("maritals", names.MARITAL_STATUS),
         ("domains", names.EMAIL_DOMAINS),
-        ("channels", list(CHANNELS)),
+        ("channels", list(run.terms.channels)),
     ):
         con.execute(f"CREATE TABLE {table} (idx INTEGER, value VARCHAR)")
         con.executemany(f"INSERT INTO {table} VALUES (?, ?)", list(enumerate(values)))
@@ -174,9 +231,11 @@ def _create_lookup_tables(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
-def _insert_customers(con, rng, number, first_day, rate, defects) -> None:
+def _customer_frame(
+    rng: np.random.Generator, profile: Profile, number: np.ndarray, first_day: np.ndarray
+) -> pd.DataFrame:
     n = number.size
-    weights = np.array([w for _, w in names.COUNTRIES])
+    weights = np.array([w for _, w in profile.countries])
     never = np.isnan(first_day)
     # signup precedes the first purchase; non-buyers signed up at any time in the window
     signup_day = np.where(
@@ -202,9 +261,28 @@ def _insert_customers(con, rng, number, first_day, rate, defects) -> None:
         "updated_s": (updated_day * 86400).astype(np.int64),
         "phone": rng.integers(200_000_0000, 999_999_9999, n),
     }
-    frame = pd.DataFrame(cols)
-    dup, missing, bad_email = _pick(rng, n, rate, 3)
-    frame.loc[bad_email, "email_defect"] = rng.integers(1, 4, bad_email.size)
+    return pd.DataFrame(cols)
+
+
+def _insert_customers(
+    con: duckdb.DuckDBPyConnection,
+    rng: np.random.Generator,
+    run: _Run,
+    number: np.ndarray,
+    first_day: np.ndarray,
+) -> None:
+    profile, rate = run.profile, run.req.defect_rate
+    frame = _customer_frame(rng, profile, number, first_day)
+    n = len(frame)
+    kinds = defect_kinds(profile)
+    invalid_rate = profile.customer_validity_rate
+    rates = [rate, rate, rate if invalid_rate is None else invalid_rate]
+    dup, missing, invalid = plant(rng, n, [KINDS[k] for k in kinds], rates, run.terms)
+    if profile.customer_validity_defect == "malformed_email":
+        frame.loc[invalid, "email_defect"] = rng.integers(1, 4, invalid.size)
+    else:
+        unknown = rng.integers(0, len(profile.unrecognised_countries), invalid.size)
+        frame.loc[invalid, "country"] = len(profile.countries) + unknown
     # an older copy of the record: the newest (the original) wins, the copy is quarantined
     copies = frame.iloc[dup].copy()
     copies["updated_s"] -= (rng.uniform(1, 300, dup.size) * 86400).astype(np.int64)
@@ -217,16 +295,36 @@ def _insert_customers(con, rng, number, first_day, rate, defects) -> None:
     frame = frame.iloc[rng.permutation(len(frame))].reset_index(drop=True)
     seq_start = con.execute("SELECT count(*) FROM customers_raw").fetchall()[0][0]
     frame.insert(0, "seq", np.arange(seq_start, seq_start + len(frame)))
+    _append(con, "customers_raw", frame)
+    for kind, rows in zip(kinds, (dup, missing, invalid), strict=True):
+        run.defects[kind] += int(rows.size)
+
+
+def _append(con: duckdb.DuckDBPyConnection, table: str, frame: pd.DataFrame) -> None:
     con.register("chunk", frame)
-    con.execute("INSERT INTO customers_raw SELECT * FROM chunk")
+    con.execute(f"INSERT INTO {table} SELECT * FROM chunk")
     con.unregister("chunk")
-    defects["duplicate_customer_id"] += int(dup.size)
-    defects["missing_customer_id"] += int(missing.size)
-    defects["malformed_email"] += int(bad_email.size)
+
+
+def _bad_prices(rng: np.random.Generator, list_price: np.ndarray, run: _Run) -> np.ndarray:
+    """Zero, negative or (when the contract has a ceiling) far above the ceiling."""
+    overpriced = run.terms.price_ceiling_ratio is not None
+    kind = rng.integers(0, 3 if overpriced else 2, list_price.size)
+    return np.where(
+        kind == 0,
+        0.0,
+        np.where(kind == 1, -list_price, np.round(list_price * run.profile.overpriced_factor, 2)),
+    )
 
 
 def _insert_purchases(
-    con, rng, lines, number, req, order_offset, line_offset, price, defects
+    con: duckdb.DuckDBPyConnection,
+    rng: np.random.Generator,
+    run: _Run,
+    lines: dict[str, np.ndarray],
+    number: np.ndarray,
+    order_offset: int,
+    line_offset: int,
 ) -> None:
     size = lines["line_order"].size
     if size == 0:
@@ -236,19 +334,15 @@ def _insert_purchases(
     ts = lines["ts"].copy()
     quantity = lines["quantity"].copy()
     unit_price = lines["unit_price"].copy()
-    qty, orphan_c, orphan_p, future, bad_price = _pick(rng, size, req.defect_rate, 5)
+    rates = [run.req.defect_rate] * len(PURCHASE_DEFECTS)
+    planted = plant(rng, size, [KINDS[k] for k in PURCHASE_DEFECTS], rates, run.terms)
+    qty, orphan_c, orphan_p, future, bad_price = planted
     quantity[qty] = -rng.integers(0, 3, qty.size)  # 0, -1 or -2
     customer = customer.copy()
-    customer[orphan_c] = req.customers + 1_000_000 + rng.integers(0, 1_000_000, orphan_c.size)
-    product[orphan_p] = len(CATEGORIES) * PRODUCTS_PER_CATEGORY + rng.integers(
-        1, 900, orphan_p.size
-    )
+    customer[orphan_c] = run.req.customers + 1_000_000 + rng.integers(0, 1_000_000, orphan_c.size)
+    product[orphan_p] = run.products.price.size + rng.integers(1, 900, orphan_p.size)
     ts[future] = WINDOW_DAYS * 86400 + rng.integers(2 * 86400, 30 * 86400, future.size)
-    kind = rng.integers(0, 3, bad_price.size)
-    list_price = price[product[bad_price] - 1]
-    unit_price[bad_price] = np.where(
-        kind == 0, 0.0, np.where(kind == 1, -list_price, np.round(list_price * 20, 2))
-    )
+    unit_price[bad_price] = _bad_prices(rng, run.products.price[product[bad_price] - 1], run)
     lag = rng.integers(60, 6 * 3600, size)
     frame = pd.DataFrame(
         {
@@ -264,29 +358,47 @@ def _insert_purchases(
             "updated_s": ts + lag,
         }
     )
-    con.register("chunk", frame)
-    con.execute("INSERT INTO purchases_raw SELECT * FROM chunk")
-    con.unregister("chunk")
-    defects["nonpositive_quantity"] += int(qty.size)
-    defects["orphan_customer_id"] += int(orphan_c.size)
-    defects["orphan_product_id"] += int(orphan_p.size)
-    defects["future_purchase_ts"] += int(future.size)
-    defects["bad_unit_price"] += int(bad_price.size)
+    _append(con, "purchases_raw", frame)
+    for kind, rows in zip(PURCHASE_DEFECTS, planted, strict=True):
+        run.defects[kind] += int(rows.size)
 
 
-def _write(con, req: GenerateRequest, window_start: datetime, products) -> None:
+def _id_sql(run: _Run, entity: str, number: str) -> str:
+    """SQL for the id of `entity` number `number`: an md5 (a marketplace's opaque ids) or a
+    prefixed, zero-padded counter."""
+    if run.profile.hex_ids:
+        return f"md5('{int(run.req.seed)}:{entity}:' || {number}::VARCHAR)"
+    prefix, width = PREFIXED_IDS[entity]
+    return f"'{prefix}' || lpad({number}::VARCHAR, {width}, '0')"
+
+
+def _write(con: duckdb.DuckDBPyConnection, run: _Run, window_start: datetime) -> None:
+    req = run.req
     start = f"TIMESTAMP '{window_start.isoformat(sep=' ')}'"
     options = "(FORMAT csv, HEADER true)" if req.format == "csv" else "(FORMAT parquet)"
 
     def copy(select: str, name: str) -> None:
         con.execute(f"COPY ({select}) TO '{req.out / f'{name}.{req.format}'}' {options}")
 
-    customer_id = "'C' || lpad(c.number::VARCHAR, 7, '0')"
+    copy(_customers_sql(run, start), "customer_info")
+    con.register("catalogue", _catalogue(run))
     copy(
         f"""
-        SELECT
-            CASE WHEN c.missing_id THEN NULL ELSE {customer_id} END AS customer_id,
-            fn.value AS first_name,
+        SELECT {_id_sql(run, "product", "number")} AS product_id,
+               name AS product_name,
+               category AS product_category,
+               price,
+               strftime({start} - INTERVAL 30 DAY, '%Y-%m-%d %H:%M:%S') AS updated_at
+        FROM catalogue ORDER BY number
+        """,
+        "product",
+    )
+    copy(_purchases_sql(run, start), "purchase")
+
+
+def _customers_sql(run: _Run, start: str) -> str:
+    if run.profile.contact_details:
+        contact = """fn.value AS first_name,
             ln.value AS last_name,
             lower(CASE c.email_defect
                 WHEN 0 THEN fn.value || '.' || ln.value || c.number::VARCHAR || '@' || d.value
@@ -295,7 +407,16 @@ def _write(con, req: GenerateRequest, window_start: datetime, products) -> None:
                 ELSE fn.value || ' ' || ln.value || '@' || d.value
             END) AS email,
             '+1-' || substr(c.phone::VARCHAR, 1, 3) || '-' || substr(c.phone::VARCHAR, 4, 3)
-                || '-' || substr(c.phone::VARCHAR, 7, 4) AS phone,
+                || '-' || substr(c.phone::VARCHAR, 7, 4) AS phone"""
+    else:
+        contact = ", ".join(
+            f"NULL::VARCHAR AS {c}" for c in ("first_name", "last_name", "email", "phone")
+        )
+    return f"""
+        SELECT
+            CASE WHEN c.missing_id THEN NULL ELSE {_id_sql(run, "customer", "c.number")} END
+                AS customer_id,
+            {contact},
             c.birth_year,
             e.value AS education,
             m.value AS marital_status,
@@ -311,38 +432,34 @@ def _write(con, req: GenerateRequest, window_start: datetime, products) -> None:
         JOIN maritals m ON m.idx = c.marital
         JOIN countries co ON co.idx = c.country
         ORDER BY c.seq
-        """,
-        "customer_info",
-    )
-    catalogue = pd.DataFrame(
+        """
+
+
+def _catalogue(run: _Run) -> pd.DataFrame:
+    products, categories = run.products, run.profile.categories
+    if run.profile.product_names:
+        product_names = [
+            names.PRODUCT_WORDS[categories[c]][k % PRODUCTS_PER_CATEGORY]
+            for k, c in enumerate(products.category)
+        ]
+    else:
+        product_names = pd.Series([None] * products.price.size, dtype="string")
+    return pd.DataFrame(
         {
             "number": np.arange(1, products.price.size + 1),
-            "category": [CATEGORIES[i] for i in products.category],
-            "name": [
-                names.PRODUCT_WORDS[CATEGORIES[c]][k % PRODUCTS_PER_CATEGORY]
-                for k, c in enumerate(products.category)
-            ],
+            "category": [categories[i] for i in products.category],
+            "name": product_names,
             "price": products.price,
         }
     )
-    con.register("catalogue", catalogue)
-    copy(
-        f"""
-        SELECT 'PRD' || lpad(number::VARCHAR, 4, '0') AS product_id,
-               name AS product_name,
-               category AS product_category,
-               price,
-               strftime({start} - INTERVAL 30 DAY, '%Y-%m-%d %H:%M:%S') AS updated_at
-        FROM catalogue ORDER BY number
-        """,
-        "product",
-    )
-    copy(
-        f"""
-        SELECT 'L' || lpad(p.line::VARCHAR, 10, '0') AS purchase_id,
-               'O' || lpad(p.order_no::VARCHAR, 9, '0') AS order_id,
-               'C' || lpad(p.customer::VARCHAR, 7, '0') AS customer_id,
-               'PRD' || lpad(p.product::VARCHAR, 4, '0') AS product_id,
+
+
+def _purchases_sql(run: _Run, start: str) -> str:
+    return f"""
+        SELECT {_id_sql(run, "line", "p.line")} AS purchase_id,
+               {_id_sql(run, "order", "p.order_no")} AS order_id,
+               {_id_sql(run, "customer", "p.customer")} AS customer_id,
+               {_id_sql(run, "product", "p.product")} AS product_id,
                strftime({start} + to_seconds(p.ts_s), '%Y-%m-%d %H:%M:%S') AS purchase_ts,
                p.quantity,
                round(p.unit_price, 2) AS unit_price,
@@ -351,9 +468,7 @@ def _write(con, req: GenerateRequest, window_start: datetime, products) -> None:
                strftime({start} + to_seconds(p.updated_s), '%Y-%m-%d %H:%M:%S') AS updated_at
         FROM purchases_raw p JOIN channels ch ON ch.idx = p.channel
         ORDER BY p.line
-        """,
-        "purchase",
-    )
+        """
 
 
 def _row_counts(out: Path, fmt: Format) -> dict[str, int]:
@@ -364,5 +479,5 @@ def _row_counts(out: Path, fmt: Format) -> dict[str, int]:
             s: con.execute(f"SELECT count(*) FROM {reader}('{out / f'{s}.{fmt}'}')").fetchall()[0][
                 0
             ]
-            for s in ("customer_info", "product", "purchase")
+            for s in SOURCES
         }

@@ -12,6 +12,7 @@ independent of everything else.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -19,11 +20,7 @@ CATEGORIES = ("Wines", "Meats", "Fish", "Sweets", "Fruits", "Gold")
 PRODUCTS_PER_CATEGORY = 10
 # List price range per category (currency units), same order as CATEGORIES.
 PRICE_RANGES = ((8, 60), (5, 40), (6, 45), (2, 15), (1, 10), (40, 400))
-CHANNELS = ("web", "store", "catalog")
 WINDOW_DAYS = 730
-NEVER_BOUGHT_SHARE = 0.05
-# How far above the list price a unit price may go before the contract rejects it.
-PRICE_CEILING_RATIO = 3.0
 DEAL_DISCOUNT = 0.15
 EXPLORATION_SHARE = 0.01
 
@@ -61,10 +58,27 @@ class TrueParameters:
         return asdict(self)
 
 
+class PurchaseProcess(Protocol):
+    """BG/NBD parameters, time in weeks."""
+
+    r: float
+    alpha: float
+    a: float
+    b: float
+
+
 @dataclass
 class ProductTable:
-    category: np.ndarray  # index into CATEGORIES
+    category: np.ndarray  # index into the profile's categories
     price: np.ndarray
+    # relative chance of each product on a line; None: the grocery's interest model picks
+    popularity: np.ndarray | None = None
+
+
+def channel_concentration(weights: tuple[float, ...], channels: int) -> list[float]:
+    """Dirichlet weights for the descriptor's channels, in its order; channels beyond the
+    profile's list share its last weight."""
+    return [weights[min(i, len(weights) - 1)] for i in range(channels)]
 
 
 def simulate_products(rng: np.random.Generator) -> ProductTable:
@@ -111,10 +125,10 @@ def _group_cumsum(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
 
 
 def simulate_orders(
-    rng: np.random.Generator, n: int, params: TrueParameters
+    rng: np.random.Generator, n: int, params: PurchaseProcess, never_bought_share: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """Order times by the BG/NBD process: (customer index, days since window start), sorted."""
-    buyer = rng.random(n) >= NEVER_BOUGHT_SHARE
+    buyer = rng.random(n) >= never_bought_share
     first_day = rng.uniform(0, WINDOW_DAYS, n)
     lam = rng.gamma(params.r, 1.0 / params.alpha, n)  # purchases per week
     drop = rng.beta(params.a, params.b, n)
@@ -143,6 +157,7 @@ def simulate_lines(
     interest: np.ndarray,
     products: ProductTable,
     params: TrueParameters,
+    channel_weights: list[float],
 ) -> dict[str, np.ndarray]:
     """Expand orders into lines with products, quantities, prices, channel and deal flag."""
     n_customers = interest.shape[0]
@@ -153,13 +168,13 @@ def simulate_lines(
     weights[:, gold] = 0.0
     weights /= weights.sum(axis=1, keepdims=True)
     cum_weights = np.cumsum(weights, axis=1).astype(np.float32)
-    channel_pref = rng.dirichlet([5.0, 3.0, 2.0], n_customers).cumsum(axis=1)
+    channel_pref = rng.dirichlet(channel_weights, n_customers).cumsum(axis=1)
     deal_pref = rng.beta(1.5, 8.0, n_customers)
     nu = rng.gamma(params.q, 1.0 / params.gamma, n_customers)
     # order level
     order_value = rng.gamma(params.p, 1.0 / nu[order_customer])
     order_channel = (rng.random(n_orders)[:, None] > channel_pref[order_customer]).sum(axis=1)
-    order_channel = np.minimum(order_channel, len(CHANNELS) - 1)
+    order_channel = np.minimum(order_channel, len(channel_weights) - 1)
     order_deal = rng.random(n_orders) < deal_pref[order_customer]
     lines_per_order = 1 + rng.poisson(params.mean_extra_lines_per_order, n_orders)
     # line level: lines from the customer's preferences, then Gold add-on lines
