@@ -1,5 +1,7 @@
 """Model fitting, the only consumer-aligned logic outside dbt: CLV and cross-sell."""
 
+import hashlib
+
 import dagster as dg
 import numpy as np
 import pandas as pd
@@ -11,8 +13,8 @@ from retail_dp.resources import ReferenceTime, Warehouse
 K = dg.AssetKey.from_user_string
 HORIZON_WEEKS = clv.WEEKS_PER_YEAR
 MAX_TRAINING_ROWS = 500_000
-# value tiers by predicted CLV among customers who have bought: top 10%, next 20%, next 30%
-VALUE_TIERS = ((0.10, "platinum"), (0.30, "gold"), (0.60, "silver"), (1.01, "bronze"))
+# the training sample: the rows with the smallest md5 of this key, the same on any engine
+SAMPLE_KEY_SQL = "md5(customer_id || '|' || category)"
 
 
 COLUMNS: dict[str, list[tuple[str, str, str]]] = {
@@ -60,6 +62,24 @@ COLUMNS: dict[str, list[tuple[str, str, str]]] = {
         ("repeat_customers", "BIGINT", "Customers with a repeat purchase (the Gamma-Gamma fit)."),
         ("time_unit", "VARCHAR", "weeks"),
         ("as_of", "TIMESTAMP", "The run's reference time."),
+        (
+            "fit_status",
+            "VARCHAR",
+            "The worse of the two fits: ok, degenerate (finite but not to be trusted blindly: "
+            "parameters at a bound or collapsed, too few repeat buyers, q <= 1, no convergence) "
+            "or failed (nothing usable). Rules in retail_dp.analytics.clv.FitReport.",
+        ),
+        ("converged", "BOOLEAN", "Both fits met the optimiser's convergence tolerance."),
+        ("repeat_share", "DOUBLE", "Share of the customers fitted on with a repeat purchase."),
+        ("bgnbd_fit_status", "VARCHAR", "BG/NBD's fit status: ok, degenerate or failed."),
+        (
+            "gamma_gamma_fit_status",
+            "VARCHAR",
+            "Gamma-Gamma's fit status. When degenerate for too few repeat buyers or q <= 1, "
+            "every expected_avg_order_value is the pooled mean value per purchase day of all "
+            "buyers; p, q and gamma are null only when there was no repeat buyer to fit on.",
+        ),
+        ("fit_notes", "VARCHAR", "Every fit-status rule that fired, separated by '; '."),
     ],
     "marts/cross_sell_recommendations": [
         ("customer_id", "VARCHAR", "The CRM's customer key; every customer in dim_customer."),
@@ -67,7 +87,7 @@ COLUMNS: dict[str, list[tuple[str, str, str]]] = {
             "cross_sell_opportunity_score",
             "DOUBLE",
             "Probability of buying at least one category new to the customer in the next 90 days; "
-            "null for customers who never bought.",
+            "0 for buyers with no category left to buy, null for customers who never bought.",
         ),
         *[
             col
@@ -87,9 +107,25 @@ COLUMNS: dict[str, list[tuple[str, str, str]]] = {
         ],
     ],
     "marts/cross_sell_model": [
-        ("kind", "VARCHAR", "coefficient or backtest."),
-        ("name", "VARCHAR", "The model term, or the backtest figure (auc, auc_dataos, ...)."),
-        ("value", "DOUBLE", "Its value."),
+        (
+            "kind",
+            "VARCHAR",
+            "coefficient, backtest, fit (how the scoring model's fit went) or backtest_fit "
+            "(the backtest model's).",
+        ),
+        (
+            "name",
+            "VARCHAR",
+            "The model term, the backtest figure (auc, auc_dataos, backtest_customers_scored, "
+            "...) or the fit figure (fit_status, converged, iterations, training_rows, ...).",
+        ),
+        ("value", "DOUBLE", "Its value; null when undefined (e.g. AUC with one class)."),
+        (
+            "detail",
+            "VARCHAR",
+            "For name = 'fit_status': the status (ok, degenerate, failed) and why; for an "
+            "undefined backtest figure: why; null otherwise.",
+        ),
     ],
 }
 
@@ -144,27 +180,19 @@ def build_clv_assets(product: DataProduct) -> dg.AssetsDefinition:
     ):
         as_of = reference_time.resolve(context)
         with warehouse.get_connection() as con:
+            # sorted, so every sum runs in the same order; rounded, because DuckDB's parallel
+            # float sums upstream differ in the last bit from run to run
             rfm = con.execute(
-                "SELECT customer_id, frequency, recency_weeks, age_weeks, monetary_value, "
-                "total_spend FROM intermediate.int_customer_rfm ORDER BY customer_id"
+                "SELECT customer_id, frequency, round(recency_weeks, 9) AS recency_weeks, "
+                "round(age_weeks, 9) AS age_weeks, round(monetary_value, 6) AS monetary_value, "
+                "round(total_spend, 6) AS total_spend "
+                "FROM intermediate.int_customer_rfm ORDER BY customer_id"
             ).df()
             x = rfm["frequency"].to_numpy(float)
-            t_x = rfm["recency_weeks"].to_numpy(float)
-            T = rfm["age_weeks"].to_numpy(float)
-            m = rfm["monetary_value"].to_numpy(float)
-            bgnbd = clv.fit_bgnbd(x, t_x, T)
-            gg = clv.fit_gamma_gamma(x, np.nan_to_num(m))
-            rfm["expected_purchases_365d"] = clv.expected_purchases(bgnbd, HORIZON_WEEKS, x, t_x, T)
-            rfm["probability_alive"] = clv.probability_alive(bgnbd, x, t_x, T)
-            rfm["expected_avg_order_value"] = clv.expected_transaction_value(gg, x, m)
-            rfm["predicted_clv_365d"] = (
-                rfm["expected_purchases_365d"] * rfm["expected_avg_order_value"]
-            )
-            tiers = " ".join(
-                f"WHEN percent_rank() OVER (ORDER BY f.predicted_clv_365d DESC) < {cut} "
-                f"THEN '{name}'"
-                for cut, name in VALUE_TIERS
-            )
+            bgnbd = clv.fit_bgnbd(x, rfm["recency_weeks"], rfm["age_weeks"])
+            fallback = clv.pooled_order_value(rfm["total_spend"].to_numpy(float), x)
+            gg = clv.fit_gamma_gamma(x, rfm["monetary_value"], fallback)
+            rfm = clv.predict_customers(rfm, bgnbd, gg, HORIZON_WEEKS)
             _replace_table(
                 con,
                 "marts.customer_lifetime_value",
@@ -176,48 +204,52 @@ def build_clv_assets(product: DataProduct) -> dg.AssetsDefinition:
                     f.probability_alive,
                     f.expected_avg_order_value,
                     coalesce(f.predicted_clv_365d, 0) AS predicted_clv_365d,
-                    CASE WHEN f.customer_id IS NULL THEN 'prospect' ELSE CASE {tiers} END END
-                        AS value_tier
+                    coalesce(f.value_tier, '{clv.PROSPECT}') AS value_tier
                 FROM marts.dim_customer c LEFT JOIN frame f USING (customer_id)
                 ORDER BY c.customer_id""",
             )
-            params = pd.DataFrame(
-                [
-                    {
-                        **{k: v for k, v in bgnbd.as_dict().items() if k != "log_likelihood"},
-                        **{k: v for k, v in gg.as_dict().items() if k != "log_likelihood"},
-                        "bgnbd_log_likelihood": bgnbd.log_likelihood,
-                        "gamma_gamma_log_likelihood": gg.log_likelihood,
-                        "customers": len(rfm),
-                        "repeat_customers": int((x > 0).sum()),
-                        "time_unit": "weeks",
-                        "as_of": as_of,
-                    }
-                ]
-            )
+            row = {**clv.parameters_row(bgnbd, gg, x), "as_of": as_of}
+            columns = COLUMNS["marts/clv_model_parameters"]
+            params = pd.DataFrame([row])[[n for n, _, _ in columns]]
+            # a parameter with no value is a NULL DOUBLE, never an untyped NULL
+            params = params.astype({n: float for n, t, _ in columns if t == "DOUBLE"})
             _replace_table(con, "marts.clv_model_parameters", params)
             summary = con.execute(
                 "SELECT count(*), avg(predicted_clv_365d), sum(predicted_clv_365d) "
                 "FROM marts.customer_lifetime_value"
             ).fetchall()[0]
+        fits = {"bg_nbd_fit": bgnbd.report, "gamma_gamma_fit": gg.report}
         context.log.info(f"BG/NBD {bgnbd}; Gamma-Gamma {gg}")
+        if row["fit_status"] != "ok":
+            context.log.warning(f"CLV fit {row['fit_status']}: {row['fit_notes']}")
         yield dg.MaterializeResult(
             asset_key=K("marts/customer_lifetime_value"),
             metadata={
                 "dagster/row_count": summary[0],
                 "mean_predicted_clv_365d": float(summary[1] or 0),
                 "total_predicted_clv_365d": float(summary[2] or 0),
+                "buyers": len(rfm),
+                "fit_status": row["fit_status"],
+                "expected_avg_order_value_fallback": gg.fallback_value is not None,
             },
         )
         yield dg.MaterializeResult(
             asset_key=K("marts/clv_model_parameters"),
             metadata={
-                "bg_nbd": dg.MetadataValue.json(bgnbd.as_dict()),
-                "gamma_gamma": dg.MetadataValue.json(gg.as_dict()),
+                "bg_nbd": dg.MetadataValue.json(_finite(bgnbd.as_dict())),
+                "gamma_gamma": dg.MetadataValue.json(_finite(gg.as_dict())),
+                **{k: dg.MetadataValue.json(r.as_metadata()) for k, r in fits.items() if r},
+                "fit_status": row["fit_status"],
+                "converged": row["converged"],
+                "repeat_share": row["repeat_share"],
+                "fit_notes": row["fit_notes"] or "none",
                 "customers": len(rfm),
                 "as_of": as_of.isoformat(sep=" "),
             },
         )
+
+    def _finite(values: dict[str, float]) -> dict[str, float | None]:
+        return {k: v if np.isfinite(v) else None for k, v in values.items()}
 
     return _clv
 
@@ -253,46 +285,25 @@ def build_cross_sell_assets(product: DataProduct) -> dg.AssetsDefinition:
                 "SELECT * FROM intermediate.int_cross_sell_snapshots "
                 "WHERE days_before_as_of = 90 ORDER BY customer_id"
             ).df()
+            buyers = con.execute(
+                "SELECT customer_id FROM intermediate.int_customer_rfm UNION "
+                "SELECT customer_id FROM intermediate.int_cross_sell_snapshots "
+                "WHERE days_before_as_of = 0"
+            ).df()["customer_id"]
             # out of time: learn from the window ending 90 days ago, test on the last 90 days
-            train = cross_sell.with_activity(_snapshot(con, 180, sample=True))
-            backtest = cross_sell.with_activity(_snapshot(con, 90))
-            model = cross_sell.fit(train)
+            train, train_activity = cross_sell.with_activity(_snapshot(con, 180, sample=True))
+            backtest, backtest_activity = cross_sell.with_activity(_snapshot(con, 90))
+            model, model_fit = cross_sell.fit(train)
+            del train
             ours = cross_sell.customer_scores(backtest, model.predict(backtest))
-            scored = snapshots.set_index("customer_id")
-            scored["ours"] = ours.reindex(scored.index).fillna(0.0)
-            label = scored["bought_new_category_next_90d"].to_numpy()
-            metrics = {
-                "backtest_customers": int(len(scored)),
-                "backtest_new_category_buyers": int(label.sum()),
-                "auc": cross_sell.roc_auc(label, scored["ours"].to_numpy()),
-                "auc_dataos": cross_sell.roc_auc(label, scored["dataos_cross_sell_score"]),
-                "top_decile_precision": cross_sell.top_decile_precision(label, scored["ours"]),
-                "top_decile_precision_dataos": cross_sell.top_decile_precision(
-                    label, scored["dataos_cross_sell_score"].to_numpy()
-                ),
-                "base_rate": float(label.mean()) if len(label) else float("nan"),
-            }
+            metrics, undefined = cross_sell.backtest(snapshots, ours)
             # the model that scores today learns from the most recent complete window
-            final = cross_sell.fit(_subsample(backtest))
+            final, final_fit = cross_sell.fit(_subsample(backtest))
             del backtest
-            current = cross_sell.with_activity(_snapshot(con, 0))
+            current, current_activity = cross_sell.with_activity(_snapshot(con, 0))
             current["score"] = final.predict(current)
-            opportunity = cross_sell.customer_scores(current, current["score"].to_numpy())
-            top = (
-                current.sort_values(
-                    ["customer_id", "score", "category"], ascending=[True, False, True]
-                )
-                .groupby("customer_id")
-                .head(3)
-            )
-            top["rank"] = top.groupby("customer_id").cumcount() + 1
-            wide = top.pivot(index="customer_id", columns="rank", values=["category", "score"])
-            recs = pd.DataFrame(index=opportunity.index)
-            recs["cross_sell_opportunity_score"] = opportunity
-            for rank in (1, 2, 3):
-                recs[f"next_best_category_{rank}"] = wide.get(("category", rank))
-                recs[f"next_best_category_{rank}_score"] = wide.get(("score", rank))
-            recs = recs.reset_index()
+            recs = cross_sell.recommendations(current, pd.Index(buyers))
+            del current
             _replace_table(
                 con,
                 "marts.cross_sell_recommendations",
@@ -306,21 +317,46 @@ def build_cross_sell_assets(product: DataProduct) -> dg.AssetsDefinition:
                     {"kind": "coefficient", "name": r["term"], "value": r["coefficient"]}
                     for r in final.as_records()
                 ]
-                + [{"kind": "backtest", "name": k, "value": float(v)} for k, v in metrics.items()]
-            )
+                + [
+                    {"kind": "backtest", "name": k, "value": v, "detail": undefined.get(k)}
+                    for k, v in metrics.items()
+                ]
+                + cross_sell.fit_rows("fit", final_fit, final)
+                + cross_sell.fit_rows("backtest_fit", model_fit, model),
+                columns=[n for n, _, _ in COLUMNS["marts/cross_sell_model"]],
+            ).astype({"value": float})
             _replace_table(con, "marts.cross_sell_model", model_table)
             row_count = con.execute(
                 "SELECT count(*) FROM marts.cross_sell_recommendations"
             ).fetchall()[0][0]
-        context.log.info(f"cross-sell backtest: {metrics}")
+        defined = {k: v for k, v in metrics.items() if v is not None}
+        fits = {
+            "fit_status": final_fit.fit_status,
+            "backtest_fit_status": model_fit.fit_status,
+            "fit": dg.MetadataValue.json(final_fit.as_metadata()),
+            "backtest_fit": dg.MetadataValue.json(model_fit.as_metadata()),
+            "activity_fits": dg.MetadataValue.json(
+                {
+                    "days_before_as_of_180": train_activity.as_metadata(),
+                    "days_before_as_of_90": backtest_activity.as_metadata(),
+                    "days_before_as_of_0": current_activity.as_metadata(),
+                }
+            ),
+            **({"undefined": dg.MetadataValue.json(undefined)} if undefined else {}),
+        }
+        context.log.info(f"cross-sell backtest: {metrics}; fit: {final_fit}")
+        for report in (final_fit, model_fit):
+            if report.fit_status != "ok":
+                context.log.warning(f"cross-sell fit {report.fit_status}: {report.reasons}")
         yield dg.MaterializeResult(
             asset_key=K("marts/cross_sell_recommendations"),
-            metadata={"dagster/row_count": row_count, **metrics},
+            metadata={"dagster/row_count": row_count, **defined, **fits},
         )
         yield dg.MaterializeResult(
             asset_key=K("marts/cross_sell_model"),
             metadata={
-                **metrics,
+                **defined,
+                **fits,
                 "training_rows": model.training_rows,
                 "coefficients": dg.MetadataValue.json(final.as_records()),
             },
@@ -330,21 +366,29 @@ def build_cross_sell_assets(product: DataProduct) -> dg.AssetsDefinition:
 
 
 def _snapshot(con, days_before_as_of: int, sample: bool = False) -> pd.DataFrame:
-    """One snapshot's feature rows; with `sample`, at most MAX_TRAINING_ROWS of them, the
-    same ones for the same data."""
-    order = (
-        f"ORDER BY hash(customer_id, category) LIMIT {MAX_TRAINING_ROWS}"
-        if sample
-        else "ORDER BY customer_id, category"
-    )
-    return con.execute(
+    """One snapshot's feature rows; with `sample`, at most MAX_TRAINING_ROWS of them: those with
+    the smallest md5 of customer_id|category, the same ones for the same data on any engine."""
+    limit = f"LIMIT {MAX_TRAINING_ROWS}" if sample else ""
+    order = f"{SAMPLE_KEY_SQL}, customer_id, category" if sample else "customer_id, category"
+    rows = con.execute(
         f"SELECT * EXCLUDE (days_before_as_of) FROM intermediate.int_cross_sell_features "
-        f"WHERE days_before_as_of = ? {order}",
+        f"WHERE days_before_as_of = ? ORDER BY {order} {limit}",
         [days_before_as_of],
     ).df()
+    return rows.sort_values(["customer_id", "category"], kind="stable", ignore_index=True)
 
 
 def _subsample(rows: pd.DataFrame) -> pd.DataFrame:
+    """At most MAX_TRAINING_ROWS rows, chosen as `_snapshot` chooses them (md5 in Python)."""
     if len(rows) <= MAX_TRAINING_ROWS:
         return rows
-    return rows.sample(n=MAX_TRAINING_ROWS, random_state=0)
+    key = [
+        hashlib.md5(f"{c}|{k}".encode()).hexdigest()
+        for c, k in zip(rows["customer_id"], rows["category"], strict=True)
+    ]
+    chosen = rows.assign(_key=key).sort_values(["_key", "customer_id", "category"], kind="stable")
+    return (
+        chosen.head(MAX_TRAINING_ROWS)
+        .drop(columns="_key")
+        .sort_values(["customer_id", "category"], kind="stable", ignore_index=True)
+    )

@@ -5,17 +5,67 @@ transaction (Fader, Hardie & Lee 2005, "RFM and CLV"). Both fitted by maximum li
 Inputs per customer, as in the paper: `x` repeat transactions (calendar days with a purchase,
 after the first), `t_x` the time of the last one and `T` the time since the first, in weeks;
 `m` the mean value of the repeat transactions.
+
+Everything is evaluated in log space (gammaln, betaln, logaddexp), so no finite parameters give
+inf or NaN: marketplace data with 1-3% repeat buyers drives a and b into the thousands, where
+the textbook formulas overflow. Every fit returns a `FitReport` saying how it went.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
+import pandas as pd
 from scipy.optimize import minimize
-from scipy.special import betaln, gammaln, hyp2f1
+from scipy.special import betaincinv, betaln, digamma, expit, gammaln, hyp2f1
 
 WEEKS_PER_YEAR = 365.0 / 7.0
+# published precision: outputs are rounded so that summation noise never reaches the marts
+PROBABILITY_DECIMALS = 9  # P(alive), expected purchases, scores
+CURRENCY_DECIMALS = 6  # expected order value, predicted CLV
+# fit-status rules (see FitReport)
+LOG_BOUNDS = (np.log(1e-8), np.log(1e8))
+BOUND_MARGIN = 1e-3  # in log units: a parameter this close to a bound has run to it
+LARGE_SHAPE = 1e3  # a shape this large means the mixing distribution collapsed to a point
+MIN_REPEAT_BUYERS = 20  # fewer repeat buyers than this cannot pin Gamma-Gamma's p, q, gamma
+CONVERGENCE_GTOL = 1e-6  # projected gradient of the mean log-likelihood, per log-parameter
+# value tiers by predicted CLV among buyers: cumulative shares (top 10%, next 20%, next 30%)
+VALUE_TIERS = ((0.10, "platinum"), (0.30, "gold"), (0.60, "silver"), (1.00, "bronze"))
+PROSPECT = "prospect"
+RFM_SUMMARY = ("frequency", "recency_weeks", "age_weeks", "monetary_value")
+
+Objective = Callable[[np.ndarray], tuple[float, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class FitReport:
+    """How a fit went. `fit_status`:
+
+    - "failed": nothing usable came out: no data to fit on, or a non-finite log-likelihood or
+      parameter at the end. Its numbers must not be published.
+    - "degenerate": finite and usable, but not to be trusted blindly: the optimiser stopped
+      before its tolerance; a parameter ran to within BOUND_MARGIN of its bound (1e-8, 1e8) or a
+      shape parameter exceeded LARGE_SHAPE (the mixing distribution collapsed to a point, so the
+      data do not identify it); no repeat buyers at all; for Gamma-Gamma fewer than
+      MIN_REPEAT_BUYERS repeat buyers or q <= 1 (the expected value p*gamma/(q-1) is then
+      undefined), in which case predictions use a documented fallback.
+    - "ok": none of the above.
+
+    `reasons` lists every rule that fired.
+    """
+
+    fit_status: str
+    converged: bool
+    iterations: int
+    log_likelihood: float | None
+    n: int  # customers (or training rows) fitted on
+    repeat_share: float  # share of them with a repeat purchase
+    reasons: tuple[str, ...] = ()
+
+    def as_metadata(self) -> dict:
+        return {**asdict(self), "reasons": list(self.reasons)}
 
 
 @dataclass(frozen=True)
@@ -25,120 +75,404 @@ class BgNbd:
     a: float
     b: float
     log_likelihood: float = float("nan")
+    report: FitReport | None = field(default=None, compare=False)
 
     def as_dict(self) -> dict[str, float]:
-        return asdict(self)
+        return {k: getattr(self, k) for k in ("r", "alpha", "a", "b", "log_likelihood")}
 
 
 @dataclass(frozen=True)
 class GammaGamma:
+    """`fallback_value`, when set, replaces the model's expected value for every customer:
+    the pooled mean value per purchase day of all buyers (see `pooled_order_value`)."""
+
     p: float
     q: float
     gamma: float
     log_likelihood: float = float("nan")
+    report: FitReport | None = field(default=None, compare=False)
+    fallback_value: float | None = None
 
     def as_dict(self) -> dict[str, float]:
-        return asdict(self)
+        return {k: getattr(self, k) for k in ("p", "q", "gamma", "log_likelihood")}
+
+
+# --- BG/NBD -------------------------------------------------------------------------------
+
+
+def _bgnbd_terms(
+    params: np.ndarray, x: np.ndarray, t_x: np.ndarray, T: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each customer's log-likelihood (paper, eq. 6) and its gradient in (r, alpha, a, b)."""
+    r, alpha, a, b = params
+    repeat = x > 0
+    b_last = np.where(repeat, b + x - 1, 1.0)  # b + x - 1 > 0 whenever x >= 1
+    common = gammaln(r + x) - gammaln(r) + r * np.log(alpha) + betaln(a, b + x) - betaln(a, b)
+    alive = -(r + x) * np.log(alpha + T)
+    dropped = np.where(repeat, np.log(a) - np.log(b_last) - (r + x) * np.log(alpha + t_x), -np.inf)
+    mix = np.logaddexp(alive, dropped)
+    w_alive, w_dropped = np.exp(alive - mix), np.exp(dropped - mix)
+    psi_abx = digamma(a + b + x)
+    grad = np.stack(
+        [
+            digamma(r + x)
+            - digamma(r)
+            + np.log(alpha)
+            - w_alive * np.log(alpha + T)
+            - w_dropped * np.log(alpha + t_x),
+            r / alpha - (r + x) * (w_alive / (alpha + T) + w_dropped / (alpha + t_x)),
+            digamma(a + b) - psi_abx + w_dropped / a,
+            digamma(b + x) - digamma(b) + digamma(a + b) - psi_abx - w_dropped / b_last,
+        ]
+    )
+    return common + mix, grad
 
 
 def bgnbd_log_likelihood(
     r: float, alpha: float, a: float, b: float, x: np.ndarray, t_x: np.ndarray, T: np.ndarray
 ) -> np.ndarray:
     """Each customer's log-likelihood under BG/NBD (paper, eq. 6)."""
-    common = gammaln(r + x) - gammaln(r) + r * np.log(alpha) + betaln(a, b + x) - betaln(a, b)
-    alive = -(r + x) * np.log(alpha + T)
-    repeat = x > 0
-    dropped = np.full(x.shape, -np.inf)
-    xr = x[repeat]
-    dropped[repeat] = np.log(a) - np.log(b + xr - 1) - (r + xr) * np.log(alpha + t_x[repeat])
-    return common + np.logaddexp(alive, dropped)
+    x, t_x, T = (np.asarray(v, dtype=float) for v in (x, t_x, T))
+    return _bgnbd_terms(np.array([r, alpha, a, b]), x, t_x, T)[0]
 
 
-def _fit(negative_ll, start: np.ndarray) -> tuple[np.ndarray, float]:
-    """Minimise over log-parameters, so every parameter stays positive."""
-    result = minimize(
-        negative_ll,
-        np.log(start),
-        method="Nelder-Mead",
-        options={"maxiter": 4000, "xatol": 1e-6, "fatol": 1e-6},
-    )
-    result = minimize(negative_ll, result.x, method="L-BFGS-B")
-    return np.exp(result.x), -float(result.fun)
+def bgnbd_objective(
+    x: np.ndarray, t_x: np.ndarray, T: np.ndarray, weights: np.ndarray
+) -> Objective:
+    """The mean negative log-likelihood over log-parameters and its analytic gradient."""
+    total = weights.sum()
+
+    def objective(log_params: np.ndarray) -> tuple[float, np.ndarray]:
+        params = np.exp(log_params)
+        ll, grad = _bgnbd_terms(params, x, t_x, T)
+        return -float(weights @ ll) / total, -(grad @ weights) * params / total
+
+    return objective
 
 
 def fit_bgnbd(x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> BgNbd:
+    """Fit on the distinct (x, t_x, T) triples weighted by their counts: the same likelihood,
+    summed in a fixed (sorted) order whatever the input order, and far fewer terms."""
     x, t_x, T = (np.asarray(v, dtype=float) for v in (x, t_x, T))
     if x.size == 0:
-        raise ValueError("BG/NBD needs at least one customer with a first purchase")
+        nan = float("nan")
+        return BgNbd(nan, nan, nan, nan, report=_empty_report("no customers with a purchase"))
+    triples, counts = np.unique(np.column_stack([x, t_x, T]), axis=0, return_counts=True)
+    weights = counts.astype(float)
+    objective = bgnbd_objective(*triples.T, weights)
+    mean_age = float(weights @ triples[:, 2]) / weights.sum()  # summed in the sorted order
+    start = np.log([1.0, max(mean_age, 1.0), 1.0, 1.0])
+    log_params, mean_ll, converged, iterations = _fit(objective, start)
+    params = np.exp(log_params)
+    repeat_share = float((x > 0).mean())
+    reasons = _bound_reasons(("r", "alpha", "a", "b"), log_params, shapes=("r", "a", "b"))
+    if repeat_share == 0:
+        reasons.append("no repeat buyers: the dropout process is not identified")
+    report = _report(converged, iterations, mean_ll * x.size, x.size, repeat_share, reasons, params)
+    return BgNbd(*map(float, params), log_likelihood=mean_ll * x.size, report=report)
 
-    def negative_ll(log_params: np.ndarray) -> float:
-        r, alpha, a, b = np.exp(log_params)
-        return -float(bgnbd_log_likelihood(r, alpha, a, b, x, t_x, T).sum()) / x.size
 
-    params, mean_ll = _fit(negative_ll, np.array([1.0, max(T.mean(), 1.0), 1.0, 1.0]))
-    return BgNbd(*params, log_likelihood=mean_ll * x.size)
+def probability_alive(model: BgNbd, x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> np.ndarray:
+    """P(alive at T | x, t_x, T) = 1 / (1 + odds of having dropped), from the log odds."""
+    x, t_x, T = (np.asarray(v, dtype=float) for v in (x, t_x, T))
+    r, alpha, a, b = model.r, model.alpha, model.a, model.b
+    repeat = x > 0
+    b_last = np.where(repeat, b + x - 1, 1.0)
+    log_odds = np.log(a) - np.log(b_last) + (r + x) * (np.log(alpha + T) - np.log(alpha + t_x))
+    return np.where(repeat, expit(-log_odds), 1.0)
 
 
-def gamma_gamma_log_likelihood(
-    p: float, q: float, gamma: float, x: np.ndarray, m: np.ndarray
+def expected_purchases(
+    model: BgNbd, t: float, x: np.ndarray, t_x: np.ndarray, T: np.ndarray
 ) -> np.ndarray:
-    """Each repeat customer's log-likelihood of their mean transaction value m over x."""
+    """E[transactions in (T, T + t] | x, t_x, T] (paper, eq. 10): P(alive) times the
+    purchases expected of a customer alive at T, computed once per distinct (x, T)."""
+    x, t_x, T = (np.asarray(v, dtype=float) for v in (x, t_x, T))
+    if x.size == 0:
+        return np.zeros(0)
+    pairs, inverse = np.unique(np.column_stack([x, T]), axis=0, return_inverse=True)
+    if_alive = _expected_if_alive(model, t, pairs[:, 0], pairs[:, 1])
+    return probability_alive(model, x, t_x, T) * if_alive[inverse.ravel()]
+
+
+def _expected_if_alive(model: BgNbd, t: float, x: np.ndarray, T: np.ndarray) -> np.ndarray:
+    """E[X(t)] under the posterior of an alive customer: lambda ~ Gamma(r + x, alpha + T),
+    p ~ Beta(a, b + x). The closed form is c / (a - 1) * (1 - G) with
+    G = (1 - z)^(a-1) 2F1(c - r', a - 1; c; z) (Euler's transformation of eq. 10's 2F1, which
+    converges for z < 1 at any x). Where it is not trustworthy (hyp2f1 inf/NaN, a close to 1,
+    or a value outside the bounds every customer obeys) the integral is done by quadrature."""
+    r1, alpha1, a, b1 = model.r + x, model.alpha + T, model.a, model.b + x
+    c = a + b1 - 1
+    z = t / (alpha1 + t)
+    upper = r1 * t / alpha1  # E[X(t)] <= E[lambda] t: every dropout rate only lowers it
+    lower = -np.expm1(-r1 * np.log1p(t / alpha1))  # P(at least one purchase) <= E[X(t)]
+    with np.errstate(all="ignore"):
+        h = hyp2f1(c - r1, a - 1, c, z)
+        log_g = (a - 1) * np.log1p(-z) + np.log(h)
+        closed = c / (a - 1) * -np.expm1(log_g)
+    valid = (
+        np.isfinite(closed)
+        & (h > 0)
+        & (abs(a - 1) > 1e-6)
+        & (closed <= upper * (1 + 1e-9))
+        & (closed >= lower * (1 - 1e-9))
+    )
+    if valid.all():
+        return closed
+    result = closed.copy()
+    result[~valid] = _expected_if_alive_by_quadrature(model, t, x[~valid], T[~valid])
+    return result
+
+
+# tanh-sinh nodes on (0, 1): exact to double precision for integrands with endpoint singularities
+_TS_STEP = 1.0 / 16.0
+_TS_T = np.arange(-64, 65) * _TS_STEP
+_TS_U = expit(np.pi * np.sinh(_TS_T))
+_TS_W = _TS_STEP * np.pi * np.cosh(_TS_T) * _TS_U * expit(-np.pi * np.sinh(_TS_T))
+
+
+def _expected_if_alive_by_quadrature(
+    model: BgNbd, t: float, x: np.ndarray, T: np.ndarray
+) -> np.ndarray:
+    """E_p[(1 - (1 + p t / alpha')^-r') / p] over p ~ Beta(a, b + x), integrated over the
+    beta quantile u in (0, 1): the integrand is bounded by r' t / alpha', so nothing overflows
+    whatever the parameters, and concentrated posteriors cost no more than flat ones."""
+    r1 = (model.r + x)[:, None]
+    alpha1 = (model.alpha + T)[:, None]
+    # the posterior of p depends on x alone: one row of quantiles per distinct x
+    distinct_x, row = np.unique(x, return_inverse=True)
+    p = betaincinv(model.a, (model.b + distinct_x)[:, None], _TS_U[None, :])[row.ravel()]
+    safe = np.where(p > 0, p, 1.0)
+    per_p = np.where(p > 0, -np.expm1(-r1 * np.log1p(safe * t / alpha1)) / safe, r1 * t / alpha1)
+    return (per_p * _TS_W).sum(axis=1) / _TS_W.sum()
+
+
+# --- Gamma-Gamma --------------------------------------------------------------------------
+
+
+def _gamma_gamma_terms(
+    params: np.ndarray, x: np.ndarray, m: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each repeat customer's log-likelihood of their mean value m over x transactions, and
+    its gradient in (p, q, gamma)."""
+    p, q, gamma = params
     px = p * x
-    return (
+    log_scale = np.log(gamma + x * m)
+    ll = (
         gammaln(px + q)
         - gammaln(px)
         - gammaln(q)
         + q * np.log(gamma)
         + (px - 1) * np.log(m)
         + px * np.log(x)
-        - (px + q) * np.log(gamma + x * m)
+        - (px + q) * log_scale
     )
+    psi = digamma(px + q)
+    grad = np.stack(
+        [
+            x * (psi - digamma(px) + np.log(m) + np.log(x) - log_scale),
+            psi - digamma(q) + np.log(gamma) - log_scale,
+            q / gamma - (px + q) / (gamma + x * m),
+        ]
+    )
+    return ll, grad
 
 
-def fit_gamma_gamma(x: np.ndarray, m: np.ndarray) -> GammaGamma:
-    """Fit on repeat customers only (x > 0, m > 0)."""
+def gamma_gamma_log_likelihood(
+    p: float, q: float, gamma: float, x: np.ndarray, m: np.ndarray
+) -> np.ndarray:
+    """Each repeat customer's log-likelihood of their mean transaction value m over x."""
     x, m = np.asarray(x, dtype=float), np.asarray(m, dtype=float)
+    return _gamma_gamma_terms(np.array([p, q, gamma]), x, m)[0]
+
+
+def gamma_gamma_objective(x: np.ndarray, m: np.ndarray, weights: np.ndarray) -> Objective:
+    total = weights.sum()
+
+    def objective(log_params: np.ndarray) -> tuple[float, np.ndarray]:
+        params = np.exp(log_params)
+        ll, grad = _gamma_gamma_terms(params, x, m)
+        return -float(weights @ ll) / total, -(grad @ weights) * params / total
+
+    return objective
+
+
+def pooled_order_value(total_spend: np.ndarray, x: np.ndarray) -> float:
+    """All buyers' spend over all their purchase days: Gamma-Gamma's documented fallback for
+    the expected value per purchase day (0 when nobody bought)."""
+    days = float(np.sum(np.asarray(x, dtype=float) + 1))
+    return float(np.nansum(total_spend)) / days if days > 0 else 0.0
+
+
+def fit_gamma_gamma(x: np.ndarray, m: np.ndarray, fallback_value: float = 0.0) -> GammaGamma:
+    """Fit on repeat customers only (x > 0, m > 0), on the distinct (x, m) pairs weighted by
+    their counts. With fewer than MIN_REPEAT_BUYERS of them, q <= 1, or a failed fit, the
+    expected value per purchase is `fallback_value` for everyone (see `pooled_order_value`)."""
+    x, m = np.asarray(x, dtype=float), np.nan_to_num(np.asarray(m, dtype=float))
+    buyers = x.size
     keep = (x > 0) & (m > 0)
     x, m = x[keep], m[keep]
-    if x.size < 2:
-        raise ValueError("Gamma-Gamma needs at least two customers with repeat purchases")
-
-    def negative_ll(log_params: np.ndarray) -> float:
-        p, q, gamma = np.exp(log_params)
-        return -float(gamma_gamma_log_likelihood(p, q, gamma, x, m).sum()) / x.size
-
-    params, mean_ll = _fit(negative_ll, np.array([2.0, 3.0, float(np.mean(m))]))
-    return GammaGamma(*params, log_likelihood=mean_ll * x.size)
-
-
-def probability_alive(model: BgNbd, x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> np.ndarray:
-    r, alpha, a, b = model.r, model.alpha, model.a, model.b
-    odds = np.zeros_like(x, dtype=float)
-    repeat = x > 0
-    xr = x[repeat]
-    odds[repeat] = np.exp(
-        np.log(a)
-        - np.log(b + xr - 1)
-        + (r + xr) * np.log((alpha + T[repeat]) / (alpha + t_x[repeat]))
+    repeat_share = x.size / buyers if buyers else 0.0
+    if x.size == 0:  # nothing to fit: the fallback, and no parameters to publish
+        reason = "no repeat buyers with a positive order value: pooled fallback"
+        report = FitReport("degenerate", False, 0, None, buyers, 0.0, (reason,))
+        nan = float("nan")
+        return GammaGamma(nan, nan, nan, report=report, fallback_value=fallback_value)
+    pairs, counts = np.unique(np.column_stack([x, m]), axis=0, return_counts=True)
+    objective = gamma_gamma_objective(*pairs.T, counts.astype(float))
+    start = np.log([2.0, 3.0, float(np.mean(m))])
+    log_params, mean_ll, converged, iterations = _fit(objective, start)
+    params = np.exp(log_params)
+    reasons = _bound_reasons(("p", "q", "gamma"), log_params, shapes=("p", "q"))
+    if x.size < MIN_REPEAT_BUYERS:
+        reasons.append(f"{x.size} repeat buyers, fewer than {MIN_REPEAT_BUYERS}: pooled fallback")
+    if params[1] <= 1:
+        reasons.append("q <= 1: the expected value is undefined; pooled fallback")
+    ll = mean_ll * x.size
+    report = _report(converged, iterations, ll, x.size, repeat_share, reasons, params)
+    use_fallback = report.fit_status == "failed" or x.size < MIN_REPEAT_BUYERS or params[1] <= 1
+    return GammaGamma(
+        *map(float, params),
+        log_likelihood=ll,
+        report=report,
+        fallback_value=fallback_value if use_fallback else None,
     )
-    return 1.0 / (1.0 + odds)
-
-
-def expected_purchases(
-    model: BgNbd, t: float, x: np.ndarray, t_x: np.ndarray, T: np.ndarray
-) -> np.ndarray:
-    """E[transactions in (T, T + t] | x, t_x, T] (paper, eq. 10)."""
-    r, alpha, a, b = model.r, model.alpha, model.a, model.b
-    c = a + b + x - 1
-    z = t / (alpha + T + t)
-    # 2F1(r+x, b+x; c; z) by Euler's transformation, which converges for z < 1 at any x
-    hyp = hyp2f1(c - r - x, c - b - x, c, z) * (1 - z) ** (c - r - b - 2 * x)
-    growth = 1.0 - ((alpha + T) / (alpha + T + t)) ** (r + x) * hyp
-    return (a + b + x - 1) / (a - 1) * growth * probability_alive(model, x, t_x, T)
 
 
 def expected_transaction_value(model: GammaGamma, x: np.ndarray, m: np.ndarray) -> np.ndarray:
-    """E[value of a transaction | x, m]; the population mean for customers with x = 0."""
+    """E[value of a transaction | x, m]; the population mean for customers with x = 0, and the
+    model's fallback value for everyone when it has one."""
+    x = np.asarray(x, dtype=float)
+    if model.fallback_value is not None:
+        return np.full(x.shape, model.fallback_value)
     p, q, gamma = model.p, model.q, model.gamma
-    m = np.where(x > 0, np.nan_to_num(m), 0.0)
+    m = np.where(x > 0, np.nan_to_num(np.asarray(m, dtype=float)), 0.0)
     return p * (gamma + x * m) / (p * x + q - 1)
+
+
+# --- the published outputs ----------------------------------------------------------------
+
+
+def predict_customers(
+    rfm: pd.DataFrame, bgnbd: BgNbd, gamma_gamma: GammaGamma, horizon_weeks: float
+) -> pd.DataFrame:
+    """Per buyer (one row of int_customer_rfm each): expected purchases, P(alive), expected
+    value per purchase, predicted CLV (purchases x value, undiscounted) and the value tier,
+    rounded to PROBABILITY_DECIMALS and CURRENCY_DECIMALS so summation noise never shows."""
+    x, t_x, T, m = (rfm[c].to_numpy(float) for c in RFM_SUMMARY)
+    expected = np.round(expected_purchases(bgnbd, horizon_weeks, x, t_x, T), PROBABILITY_DECIMALS)
+    value = np.round(expected_transaction_value(gamma_gamma, x, m), CURRENCY_DECIMALS)
+    out = rfm.assign(
+        expected_purchases_365d=expected,
+        probability_alive=np.round(probability_alive(bgnbd, x, t_x, T), PROBABILITY_DECIMALS),
+        expected_avg_order_value=value,
+        predicted_clv_365d=np.round(expected * value, CURRENCY_DECIMALS),
+    )
+    buyer = np.ones(len(out), dtype=bool)
+    return out.assign(value_tier=value_tiers(out["customer_id"], out["predicted_clv_365d"], buyer))
+
+
+def overall_status(*reports: FitReport | None) -> str:
+    """The worst of the fits' statuses: failed, then degenerate, then ok."""
+    severity = ("ok", "degenerate", "failed")
+    return max((r.fit_status if r else "failed" for r in reports), key=severity.index)
+
+
+def parameters_row(bgnbd: BgNbd, gamma_gamma: GammaGamma, x: np.ndarray) -> dict:
+    """marts/clv_model_parameters' row, without as_of; non-finite numbers become None."""
+    bg, gg = bgnbd.report, gamma_gamma.report
+    row = {
+        **{k: v for k, v in bgnbd.as_dict().items() if k != "log_likelihood"},
+        **{k: v for k, v in gamma_gamma.as_dict().items() if k != "log_likelihood"},
+        "bgnbd_log_likelihood": bgnbd.log_likelihood,
+        "gamma_gamma_log_likelihood": gamma_gamma.log_likelihood,
+        "customers": int(np.size(x)),
+        "repeat_customers": int((np.asarray(x) > 0).sum()),
+        "time_unit": "weeks",
+        "fit_status": overall_status(bg, gg),
+        "converged": bool(bg and gg and bg.converged and gg.converged),
+        "repeat_share": bg.repeat_share if bg else 0.0,
+        "bgnbd_fit_status": bg.fit_status if bg else "failed",
+        "gamma_gamma_fit_status": gg.fit_status if gg else "failed",
+        "fit_notes": "; ".join([*(bg.reasons if bg else ()), *(gg.reasons if gg else ())]),
+    }
+    return {k: None if isinstance(v, float) and not np.isfinite(v) else v for k, v in row.items()}
+
+
+# --- value tiers --------------------------------------------------------------------------
+
+
+def value_tiers(
+    customer_id: np.ndarray, predicted_clv: np.ndarray, buyer: np.ndarray
+) -> np.ndarray:
+    """Tiers ranked among buyers only, by predicted CLV descending and then customer_id, so
+    ties fall in a stable order and the tiers hold exactly round(share x buyers) customers;
+    never-buyers are prospects and move nobody."""
+    customer_id = np.asarray(customer_id).astype(str)
+    buyer = np.asarray(buyer, dtype=bool)
+    clv = np.nan_to_num(np.asarray(predicted_clv, dtype=float))
+    tiers = np.full(customer_id.shape, PROSPECT, dtype=object)
+    index = np.flatnonzero(buyer)
+    order = index[np.lexsort((customer_id[index], -clv[index]))]
+    start = 0
+    for share, name in VALUE_TIERS:
+        end = int(np.floor(share * len(order) + 0.5))  # round half up, the same on any engine
+        tiers[order[start:end]] = name
+        start = max(start, end)
+    return tiers
+
+
+# --- fitting ------------------------------------------------------------------------------
+
+
+def _fit(objective: Objective, start: np.ndarray) -> tuple[np.ndarray, float, bool, int]:
+    """L-BFGS-B over log-parameters (every parameter stays positive), with the analytic
+    gradient. Returns the log-parameters, the mean log-likelihood, convergence, iterations."""
+    bounds = [LOG_BOUNDS] * start.size
+    result = minimize(
+        objective,
+        start,
+        jac=True,
+        method="L-BFGS-B",
+        bounds=bounds,
+        options={"maxiter": 2000, "ftol": 1e-15, "gtol": 1e-10},
+    )
+    _, grad = objective(result.x)
+    # at a bound only the inward component of the gradient has to vanish
+    at_low, at_high = result.x <= LOG_BOUNDS[0], result.x >= LOG_BOUNDS[1]
+    projected = np.where((at_low & (grad > 0)) | (at_high & (grad < 0)), 0.0, grad)
+    converged = bool(result.success) or float(np.max(np.abs(projected))) <= CONVERGENCE_GTOL
+    return result.x, -float(result.fun), converged, int(result.nit)
+
+
+def _bound_reasons(names: tuple[str, ...], log_params: np.ndarray, shapes: tuple[str, ...]):
+    reasons = []
+    for name, value in zip(names, log_params, strict=True):
+        if value <= LOG_BOUNDS[0] + BOUND_MARGIN or value >= LOG_BOUNDS[1] - BOUND_MARGIN:
+            reasons.append(f"{name} = {np.exp(value):.4g} ran to its bound")
+        elif name in shapes and np.exp(value) > LARGE_SHAPE:
+            reasons.append(f"{name} = {np.exp(value):.4g} > {LARGE_SHAPE:g}: collapsed mixture")
+    return reasons
+
+
+def _report(
+    converged: bool,
+    iterations: int,
+    log_likelihood: float,
+    n: int,
+    repeat_share: float,
+    reasons: list[str],
+    params: np.ndarray,
+) -> FitReport:
+    if not (np.isfinite(log_likelihood) and np.isfinite(params).all()):
+        status, reasons = "failed", ["non-finite log-likelihood or parameters", *reasons]
+    else:
+        if not converged:
+            reasons = ["the optimiser stopped before its tolerance", *reasons]
+        status = "degenerate" if reasons else "ok"
+    ll = float(log_likelihood) if np.isfinite(log_likelihood) else None
+    return FitReport(status, converged, iterations, ll, int(n), float(repeat_share), tuple(reasons))
+
+
+def _empty_report(reason: str, n: int = 0) -> FitReport:
+    return FitReport("failed", False, 0, None, n, 0.0, (reason,))

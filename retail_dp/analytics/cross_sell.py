@@ -4,11 +4,16 @@ next 90 days, from their purchase history and the category affinities.
 A logistic regression over (customer, category not yet bought) rows, fitted by penalised
 maximum likelihood with scipy. A customer's opportunity score is the probability of buying at
 least one new category: 1 - prod(1 - p_category).
+
+It never emits NaN: missing or non-finite features take the documented FEATURE_DEFAULTS, and
+when the model cannot learn (too few rows, or only buyers or only non-buyers in the window)
+`fit` returns the PopularityBaseline with a "failed" FitReport instead of raising.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -29,48 +34,82 @@ FEATURES = (
     "confidence_mean",
     "category_support",
 )
+# what a missing or non-finite feature is taken to mean
+FEATURE_DEFAULTS = {
+    "log_expected_purchases_90d": 0.0,  # no purchase expected
+    "probability_alive": 1.0,  # BG/NBD's value for a customer with no repeat purchase
+    "log_orders": 0.0,
+    "log_orders_90d": 0.0,
+    "log_recency_days": float(np.log1p(365.0)),  # a year since the last purchase
+    "categories_bought": 0.0,
+    "confidence_max": 0.0,  # no rule leads to the category
+    "confidence_mean": 0.0,
+    "category_support": 0.0,  # nobody bought the category
+}
 L2_PENALTY = 1e-3
-
+FEATURE_DECIMALS = 9
+MIN_TRAINING_ROWS = 50  # fewer rows than this: no model, the baseline scores
+MIN_CLASS_ROWS = 10  # fewer buyers (or non-buyers) than this: fitted, but degenerate
+# the baseline's activity: exp(-recency_days / RECENCY_SCALE_DAYS), 1 for a purchase today
+RECENCY_SCALE_DAYS = 180.0
 
 HORIZON_WEEKS = 90 / 7
-MAX_ACTIVITY_FIT_CUSTOMERS = 200_000
 SUMMARY = ("frequency", "recency_weeks", "age_weeks")
 
 
-def with_activity(rows: pd.DataFrame) -> pd.DataFrame:
+def with_activity(rows: pd.DataFrame) -> tuple[pd.DataFrame, clv.FitReport]:
     """Add BG/NBD's view of each customer at the snapshot: P(alive) and the purchases expected
-    in the next 90 days, from a model fitted on the snapshot's own customers."""
-    customers = rows.drop_duplicates("customer_id")
-    fitted = customers
-    if len(customers) > MAX_ACTIVITY_FIT_CUSTOMERS:  # plenty to pin four parameters down
-        fitted = customers.sample(n=MAX_ACTIVITY_FIT_CUSTOMERS, random_state=0)
-    model = clv.fit_bgnbd(*(fitted[c].to_numpy(float) for c in SUMMARY))
+    in the next 90 days, from a model fitted on the snapshot's own customers (fitted on their
+    distinct summaries, so every customer counts and the order does not)."""
+    customers = rows.drop_duplicates("customer_id").sort_values("customer_id", kind="stable")
     x, t_x, T = (customers[c].to_numpy(float) for c in SUMMARY)
+    model = clv.fit_bgnbd(x, t_x, T)
+    usable = model.report is not None and model.report.fit_status != "failed"
+    nan = np.full(len(customers), np.nan)  # a failed fit leaves the features' defaults
+    expected = clv.expected_purchases(model, HORIZON_WEEKS, x, t_x, T) if usable else nan
+    alive = clv.probability_alive(model, x, t_x, T) if usable else nan
     activity = pd.DataFrame(
         {
             "customer_id": customers["customer_id"].to_numpy(),
-            "expected_purchases_90d": clv.expected_purchases(model, HORIZON_WEEKS, x, t_x, T),
-            "probability_alive": clv.probability_alive(model, x, t_x, T),
+            "expected_purchases_90d": np.round(expected, clv.PROBABILITY_DECIMALS),
+            "probability_alive": np.round(alive, clv.PROBABILITY_DECIMALS),
         }
     )
-    return rows.merge(activity, on="customer_id", how="left", validate="many_to_one")
+    merged = rows.merge(activity, on="customer_id", how="left", validate="many_to_one")
+    return merged, model.report
 
 
 def feature_matrix(rows: pd.DataFrame) -> np.ndarray:
+    """The model's features, with FEATURE_DEFAULTS wherever an input is missing or infinite."""
+
+    def col(name: str) -> pd.Series:
+        return pd.to_numeric(rows[name], errors="coerce").astype(float)
+
     derived = pd.DataFrame(
         {
-            "log_expected_purchases_90d": np.log1p(rows["expected_purchases_90d"].astype(float)),
-            "probability_alive": rows["probability_alive"].astype(float),
-            "log_orders": np.log1p(rows["orders"].astype(float)),
-            "log_orders_90d": np.log1p(rows["orders_90d"].astype(float)),
-            "log_recency_days": np.log1p(rows["recency_days"].astype(float).clip(lower=0)),
-            "categories_bought": rows["categories_bought"].astype(float),
-            "confidence_max": rows["confidence_max"].astype(float),
-            "confidence_mean": rows["confidence_mean"].astype(float),
-            "category_support": rows["category_support"].astype(float),
-        }
+            "log_expected_purchases_90d": np.log1p(col("expected_purchases_90d").clip(lower=0)),
+            "probability_alive": col("probability_alive").clip(0, 1),
+            "log_orders": np.log1p(col("orders").clip(lower=0)),
+            "log_orders_90d": np.log1p(col("orders_90d").clip(lower=0)),
+            "log_recency_days": np.log1p(col("recency_days").clip(lower=0)),
+            "categories_bought": col("categories_bought"),
+            "confidence_max": col("confidence_max"),
+            "confidence_mean": col("confidence_mean"),
+            "category_support": col("category_support"),
+        },
+        index=rows.index,
     )
-    return derived[list(FEATURES)].to_numpy()
+    derived = derived.replace([np.inf, -np.inf], np.nan).fillna(FEATURE_DEFAULTS)
+    # rounded: DuckDB's parallel float aggregates upstream differ in the last bit between runs
+    return derived[list(FEATURES)].to_numpy(dtype=float).round(FEATURE_DECIMALS)
+
+
+class Scorer(Protocol):
+    training_positive_rate: float
+
+    def predict(self, rows: pd.DataFrame) -> np.ndarray: ...
+
+    def as_records(self) -> list[dict]: ...
 
 
 @dataclass(frozen=True)
@@ -83,7 +122,7 @@ class CrossSellModel:
 
     def predict(self, rows: pd.DataFrame) -> np.ndarray:
         z = (feature_matrix(rows) - self.mean) / self.scale
-        return expit(self.coefficients[0] + z @ self.coefficients[1:])
+        return np.round(expit(self.coefficients[0] + z @ self.coefficients[1:]), 9)
 
     def as_records(self) -> list[dict]:
         names = ("intercept", *FEATURES)
@@ -93,45 +132,201 @@ class CrossSellModel:
         ]
 
 
-def fit(rows: pd.DataFrame, label: str = "bought_next_90d") -> CrossSellModel:
-    y = rows[label].to_numpy(dtype=float)
-    if y.size == 0 or y.min() == y.max():
-        raise ValueError("the cross-sell model needs both buyers and non-buyers to learn from")
+@dataclass(frozen=True)
+class PopularityBaseline:
+    """The fallback when no model can be learned: the category's popularity (its share of
+    buyers at the snapshot) times a recency-based activity, exp(-recency_days / 180)."""
+
+    training_rows: int = 0
+    training_positive_rate: float = 0.0
+
+    def predict(self, rows: pd.DataFrame) -> np.ndarray:
+        features = pd.DataFrame(feature_matrix(rows), columns=list(FEATURES))
+        recency_days = np.expm1(features["log_recency_days"].to_numpy())
+        activity = np.exp(-recency_days / RECENCY_SCALE_DAYS)
+        support = features["category_support"].to_numpy().clip(0, 1)
+        return np.round(support * activity, 9)
+
+    def as_records(self) -> list[dict]:
+        return [{"term": "baseline_recency_scale_days", "coefficient": RECENCY_SCALE_DAYS}]
+
+
+def fit(rows: pd.DataFrame, label: str = "bought_next_90d") -> tuple[Scorer, clv.FitReport]:
+    """The logistic model and how its fit went; the PopularityBaseline, with a "failed"
+    report, when there are fewer than MIN_TRAINING_ROWS rows or only one class. "degenerate"
+    when the minority class has fewer than MIN_CLASS_ROWS rows or the optimiser stopped early.
+    Rows are sorted first, so the sums run in the same order for the same data."""
+    rows = rows.sort_values(["customer_id", "category"], kind="stable")
+    y = pd.to_numeric(rows[label], errors="coerce").fillna(0).to_numpy(dtype=float)
+    positives = int(y.sum())
+    repeat_share = _repeat_share(rows)
+    failure = _cannot_learn(len(y), positives)
+    if failure:
+        report = clv.FitReport("failed", False, 0, None, len(y), repeat_share, (failure,))
+        rate = positives / len(y) if len(y) else 0.0
+        return PopularityBaseline(len(y), rate), report
     x = feature_matrix(rows)
     mean, scale = x.mean(axis=0), x.std(axis=0)
     scale[scale == 0] = 1.0
     z = np.column_stack([np.ones(len(x)), (x - mean) / scale])
+    result = minimize(_loss(z, y), np.zeros(z.shape[1]), jac=True, method="L-BFGS-B")
+    model = CrossSellModel(mean, scale, result.x, int(len(y)), float(y.mean()))
+    reasons = []
+    if min(positives, len(y) - positives) < MIN_CLASS_ROWS:
+        reasons.append(f"{min(positives, len(y) - positives)} rows in the minority class")
+    if not result.success:
+        reasons.append(f"the optimiser stopped before its tolerance: {result.message}")
+    log_likelihood = -float(result.fun) * len(y)
+    status = "degenerate" if reasons else "ok"
+    if not (np.isfinite(result.x).all() and np.isfinite(log_likelihood)):
+        return PopularityBaseline(len(y), float(y.mean())), clv.FitReport(
+            "failed", False, int(result.nit), None, len(y), repeat_share, ("non-finite fit",)
+        )
+    report = clv.FitReport(
+        status,
+        bool(result.success),
+        int(result.nit),
+        log_likelihood,
+        len(y),
+        repeat_share,
+        tuple(reasons),
+    )
+    return model, report
 
+
+def _cannot_learn(rows: int, positives: int) -> str | None:
+    if rows < MIN_TRAINING_ROWS:
+        return f"{rows} training rows, fewer than {MIN_TRAINING_ROWS}: popularity baseline"
+    if positives == 0 or positives == rows:
+        kind = "non-buyers" if positives == 0 else "buyers"
+        return f"only {kind} of a new category in the training window: popularity baseline"
+    return None
+
+
+def _loss(z: np.ndarray, y: np.ndarray):
     def loss(w: np.ndarray) -> tuple[float, np.ndarray]:
-        p = expit(z @ w)
-        eps = 1e-12
-        nll = -np.mean(y * np.log(p + eps) + (1 - y) * np.log(1 - p + eps))
-        grad = z.T @ (p - y) / len(y)
+        s = z @ w
+        # log(1 + e^s) - y s is the negative log-likelihood without log(0) for any s
+        nll = float(np.mean(np.logaddexp(0.0, s) - y * s))
+        grad = z.T @ (expit(s) - y) / len(y)
         penalty = L2_PENALTY * np.r_[0.0, w[1:]]
         return nll + 0.5 * L2_PENALTY * float(w[1:] @ w[1:]), grad + penalty
 
-    result = minimize(loss, np.zeros(z.shape[1]), jac=True, method="L-BFGS-B")
-    return CrossSellModel(mean, scale, result.x, int(len(y)), float(y.mean()))
+    return loss
+
+
+def _repeat_share(rows: pd.DataFrame) -> float:
+    if rows.empty or "frequency" not in rows:
+        return 0.0
+    customers = rows.drop_duplicates("customer_id")
+    return float((pd.to_numeric(customers["frequency"], errors="coerce") > 0).mean())
 
 
 def customer_scores(rows: pd.DataFrame, probability: np.ndarray) -> pd.Series:
-    """P(at least one new category) per customer, from the per-category probabilities."""
-    log_none = pd.Series(np.log1p(-np.clip(probability, 0, 1 - 1e-12)), index=rows.index)
-    return 1 - np.exp(log_none.groupby(rows["customer_id"]).sum())
+    """P(at least one new category) per customer, from the per-category probabilities (a
+    missing probability counts as 0)."""
+    p = np.clip(np.nan_to_num(np.asarray(probability, dtype=float)), 0, 1 - 1e-12)
+    log_none = pd.Series(np.log1p(-p), index=rows.index)
+    scores = -np.expm1(log_none.groupby(rows["customer_id"], sort=True).sum())
+    return scores.round(9)
 
 
-def roc_auc(label: np.ndarray, score: np.ndarray) -> float:
-    """Area under the ROC curve by the Mann-Whitney statistic (ties count half)."""
+def roc_auc(label: np.ndarray, score: np.ndarray) -> float | None:
+    """Area under the ROC curve by the Mann-Whitney statistic (ties count half); None when it
+    is undefined (only one class)."""
     label = np.asarray(label, dtype=bool)
     positives, negatives = label.sum(), (~label).sum()
     if positives == 0 or negatives == 0:
-        return float("nan")
+        return None
     ranks = rankdata(score)
     return float((ranks[label].sum() - positives * (positives + 1) / 2) / (positives * negatives))
 
 
-def top_decile_precision(label: np.ndarray, score: np.ndarray) -> float:
-    """Share of actual buyers among the 10% highest-scored customers."""
+def top_decile_precision(label: np.ndarray, score: np.ndarray) -> float | None:
+    """Share of actual buyers among the 10% highest-scored customers; None with no customers."""
+    if len(score) == 0:
+        return None
     n = max(1, int(np.ceil(len(score) * 0.1)))
     top = np.argsort(-np.asarray(score), kind="stable")[:n]
     return float(np.asarray(label, dtype=float)[top].mean())
+
+
+def backtest(
+    snapshots: pd.DataFrame, ours: pd.Series
+) -> tuple[dict[str, float | int | None], dict[str, str]]:
+    """Our score against DataOS's on the customers of the snapshot 90 days before as_of, over
+    the customers whose both scores are finite. A customer with no candidate row has bought
+    every category, so nothing new is possible: score 0. Undefined figures are None, with
+    the reason in the second dict."""
+    scored = snapshots.set_index("customer_id")
+    no_candidate = ~scored.index.isin(ours.index)
+    scored["ours"] = ours.reindex(scored.index).astype(float).mask(no_candidate, 0.0)
+    dataos = pd.to_numeric(scored["dataos_cross_sell_score"], errors="coerce").astype(float)
+    defined = np.isfinite(scored["ours"].to_numpy()) & np.isfinite(dataos.to_numpy())
+    label = scored["bought_new_category_next_90d"].fillna(0).to_numpy(dtype=bool)[defined]
+    mine, theirs = scored["ours"].to_numpy()[defined], dataos.to_numpy()[defined]
+    metrics: dict[str, float | int | None] = {
+        "backtest_customers": int(len(scored)),
+        "backtest_customers_scored": int(defined.sum()),
+        "backtest_new_category_buyers": int(label.sum()),
+        "auc": roc_auc(label, mine),
+        "auc_dataos": roc_auc(label, theirs),
+        "top_decile_precision": top_decile_precision(label, mine),
+        "top_decile_precision_dataos": top_decile_precision(label, theirs),
+        "base_rate": float(label.mean()) if len(label) else None,
+    }
+    why = (
+        "no customers scored"
+        if not len(label)
+        else f"only {'non-buyers' if label.sum() == 0 else 'buyers'} of a new category"
+    )
+    undefined = {k: f"undefined: {why}" for k, v in metrics.items() if v is None}
+    return metrics, undefined
+
+
+def recommendations(current: pd.DataFrame, buyers: pd.Index) -> pd.DataFrame:
+    """Per customer: the opportunity score and the three next-best categories. A buyer with
+    no candidate row has bought every category: opportunity 0, no next-best category."""
+    opportunity = customer_scores(current, current["score"].to_numpy())
+    top = (
+        current.sort_values(
+            ["customer_id", "score", "category"], ascending=[True, False, True], kind="stable"
+        )
+        .groupby("customer_id")
+        .head(3)
+    )
+    top = top.assign(rank=top.groupby("customer_id").cumcount() + 1)
+    wide = top.pivot(index="customer_id", columns="rank", values=["category", "score"])
+    customers = opportunity.index.union(pd.Index(buyers, dtype=opportunity.index.dtype))
+    recs = pd.DataFrame(index=customers.sort_values())
+    recs["cross_sell_opportunity_score"] = opportunity.reindex(recs.index).fillna(0.0)
+    for rank in (1, 2, 3):
+        for values, suffix in (("category", ""), ("score", "_score")):
+            column = wide[(values, rank)] if (values, rank) in wide else pd.Series()
+            # typed even when empty, so the mart's columns keep their types
+            dtype = "str" if values == "category" else float
+            recs[f"next_best_category_{rank}{suffix}"] = column.reindex(recs.index).astype(dtype)
+    return recs.rename_axis("customer_id").reset_index()
+
+
+def fit_rows(kind: str, report: clv.FitReport, scorer: Scorer) -> list[dict]:
+    """marts/cross_sell_model's rows for one fit: the status (its text in `detail`) and the
+    numbers that say how it went."""
+    figures = {
+        "converged": float(report.converged),
+        "iterations": float(report.iterations),
+        "log_likelihood": report.log_likelihood,
+        "training_rows": float(report.n),
+        "training_positive_rate": float(scorer.training_positive_rate),
+        "repeat_share": report.repeat_share,
+        "baseline": float(isinstance(scorer, PopularityBaseline)),
+    }
+    status = {
+        "kind": kind,
+        "name": "fit_status",
+        "value": None,
+        "detail": "; ".join([report.fit_status, *report.reasons]),
+    }
+    return [status] + [
+        {"kind": kind, "name": n, "value": v, "detail": None} for n, v in figures.items()
+    ]

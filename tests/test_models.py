@@ -1,0 +1,452 @@
+"""The model fits: published oracles (CDNOW), overflow-prone parameters, low-repeat data, the
+analytic gradients, the weighted fit, value tiers, the cross-sell fallback and the checks."""
+
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.optimize import approx_fprime, check_grad
+
+from retail_dp.analytics import assets, checks, clv, cross_sell
+from retail_dp.descriptors import Catalog
+from retail_dp.resources import Warehouse
+from retail_dp.settings import Settings
+
+CDNOW = Path(__file__).parent / "data" / "cdnow"
+# Fader, Hardie & Lee (2005), "Counting your customers the easy way", and "RFM and CLV"
+PUBLISHED_BGNBD = {"r": 0.243, "alpha": 4.414, "a": 0.793, "b": 2.426}
+PUBLISHED_GAMMA_GAMMA = {"p": 6.25, "q": 3.74, "gamma": 15.44}
+MARKETPLACE = clv.BgNbd(r=0.3, alpha=20.0, a=2263.0, b=144.0)
+
+
+@pytest.fixture(scope="module")
+def cdnow() -> pd.DataFrame:
+    summary = pd.read_csv(CDNOW / "cdnow_customers_summary.csv")
+    values = pd.read_csv(CDNOW / "cdnow_customers_summary_with_transactions.csv")
+    assert len(summary) == 2357 and (summary["ID"] == values["ID"]).all()
+    return summary.assign(zbar=values["zbar"])
+
+
+def cdnow_arrays(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return tuple(frame[c].to_numpy(float) for c in ("frequency", "recency", "T"))
+
+
+def simulate_bgnbd(n: int, model: clv.BgNbd, weeks: float, seed: int):
+    """Customers of a BG/NBD world, observed for up to `weeks`, times rounded to days."""
+    rng = np.random.default_rng(seed)
+    rate = rng.gamma(model.r, 1 / model.alpha, n)
+    dropout = rng.beta(model.a, model.b, n)
+    T = np.round(rng.uniform(1, weeks, n) * 7) / 7
+    x, t_x = np.zeros(n), np.zeros(n)
+    for i in range(n):
+        t = 0.0
+        while rng.random() >= dropout[i]:
+            t += rng.exponential(1 / rate[i])
+            if t > T[i]:
+                break
+            x[i] += 1
+            t_x[i] = np.round(t * 7) / 7
+    return x, t_x, T
+
+
+# --- oracles --------------------------------------------------------------------------------
+
+
+def test_bgnbd_reproduces_the_published_cdnow_parameters(cdnow):
+    model = clv.fit_bgnbd(*cdnow_arrays(cdnow))
+    for name, published in PUBLISHED_BGNBD.items():
+        assert getattr(model, name) == pytest.approx(published, rel=0.02), name
+    assert model.log_likelihood == pytest.approx(-9582.4, abs=0.1)  # the paper's LL
+    assert model.report.fit_status == "ok" and model.report.converged
+    assert model.report.n == 2357 and model.report.repeat_share == pytest.approx(946 / 2357)
+
+
+def test_gamma_gamma_reproduces_the_published_cdnow_parameters(cdnow):
+    model = clv.fit_gamma_gamma(cdnow["frequency"], cdnow["zbar"])
+    for name, published in PUBLISHED_GAMMA_GAMMA.items():
+        assert getattr(model, name) == pytest.approx(published, rel=0.02), name
+    assert model.report.fit_status == "ok" and model.report.n == 946
+    assert model.fallback_value is None
+
+
+def test_conditional_expectation_matches_the_papers_example():
+    """The paper's customer: x = 2, t_x = 30.43, T = 38.86 expects 1.226 purchases in 39 weeks."""
+    model = clv.BgNbd(**PUBLISHED_BGNBD)
+    expected = clv.expected_purchases(model, 39, np.array([2.0]), np.array([30.43]), [38.86])
+    assert expected[0] == pytest.approx(1.226, abs=5e-4)
+
+
+def test_quadrature_fallback_agrees_with_the_closed_form(cdnow):
+    x, _, T = cdnow_arrays(cdnow)
+    for a in (0.3, 0.793, 1.5, 40.0):
+        model = clv.BgNbd(r=0.243, alpha=4.414, a=a, b=2.426)
+        closed = clv._expected_if_alive(model, 52.0, x, T)
+        quadrature = clv._expected_if_alive_by_quadrature(model, 52.0, x, T)
+        np.testing.assert_allclose(quadrature, closed, rtol=1e-9)
+
+
+# --- overflow and extremes ------------------------------------------------------------------
+
+
+EXTREME_X = np.array([0, 0, 1, 1, 5, 1e3, 1e6, 1e6, 0])
+EXTREME_T_X = np.array([0, 0, 1e-9, 0.5, 1e6, 1e3, 1e6, 0.5, 0])
+EXTREME_T = np.array([1e-9, 1e8, 1e6, 1e6, 1e6, 1e6, 1e6, 1e6, 52.0])
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        (0.3, 20.0, 2263.0, 144.0),  # the marketplace fit that overflowed
+        (0.243, 4.414, 0.793, 2.426),
+        (1e-8, 1e8, 1e-8, 1e8),
+        (1e8, 1e-8, 1e8, 1e-8),
+        (1e8, 1e8, 1e8, 1e8),
+        (1e-8, 1e-8, 1e-8, 1e-8),
+        (0.5, 10.0, 1.0, 2.0),  # a = 1: the closed form's 0/0
+    ],
+)
+def test_no_finite_parameters_give_undefined_outputs(params):
+    model = clv.BgNbd(*params)
+    ll = clv.bgnbd_log_likelihood(*params, EXTREME_X, EXTREME_T_X, EXTREME_T)
+    alive = clv.probability_alive(model, EXTREME_X, EXTREME_T_X, EXTREME_T)
+    expected = clv.expected_purchases(model, 52.0, EXTREME_X, EXTREME_T_X, EXTREME_T)
+    assert np.isfinite(ll).all()
+    assert np.isfinite(alive).all() and ((alive >= 0) & (alive <= 1)).all()
+    assert np.isfinite(expected).all() and (expected >= 0).all()
+
+
+def test_the_marketplace_parameters_no_longer_overflow():
+    """The textbook evaluation gave NULL for every customer at a = 2263, b = 144."""
+    x, t_x, T = simulate_bgnbd(3000, MARKETPLACE, 150, seed=3)
+    expected = clv.expected_purchases(MARKETPLACE, clv.WEEKS_PER_YEAR, x, t_x, T)
+    assert np.isfinite(expected).all() and (expected > 0).all()
+    # a customer alive at T with no repeat buys about r/alpha per week until dropping out
+    assert expected.max() < 0.3 / 20 * clv.WEEKS_PER_YEAR
+
+
+# --- low repeat (marketplace-like) data ---------------------------------------------------
+
+
+def test_low_repeat_data_fits_finite_and_records_its_status():
+    x, t_x, T = simulate_bgnbd(20_000, MARKETPLACE, 150, seed=1)
+    assert 0.01 < (x > 0).mean() < 0.04  # 1-3% repeat buyers, as on a marketplace
+    model = clv.fit_bgnbd(x, t_x, T)
+    report = model.report
+    assert report.fit_status in ("ok", "degenerate") and report.converged
+    assert np.isfinite([model.r, model.alpha, model.a, model.b, model.log_likelihood]).all()
+    assert report.repeat_share == pytest.approx((x > 0).mean())
+    expected = clv.expected_purchases(model, clv.WEEKS_PER_YEAR, x, t_x, T)
+    alive = clv.probability_alive(model, x, t_x, T)
+    assert np.isfinite(expected).all() and (expected >= 0).all()
+    assert ((alive >= 0) & (alive <= 1)).all()
+    # dropout after a purchase is near-certain: the fit must say so, not predict 0 or NaN
+    assert model.a / (model.a + model.b) > 0.8
+
+
+def test_too_few_repeat_buyers_fall_back_to_the_pooled_order_value():
+    x = np.array([0, 0, 0, 1, 2, 0, 0, 3], dtype=float)
+    m = np.array([np.nan, np.nan, np.nan, 40.0, 55.0, np.nan, np.nan, 30.0])
+    spend = np.array([10.0, 20.0, 30.0, 80.0, 150.0, 25.0, 35.0, 120.0])
+    fallback = clv.pooled_order_value(spend, x)
+    assert fallback == pytest.approx(spend.sum() / (x + 1).sum())
+    model = clv.fit_gamma_gamma(x, m, fallback)
+    assert model.report.fit_status == "degenerate" and model.fallback_value == fallback
+    assert any("fewer than" in r for r in model.report.reasons)
+    value = clv.expected_transaction_value(model, x, m)
+    np.testing.assert_array_equal(value, np.full(len(x), fallback))
+
+
+def test_no_repeat_buyer_at_all_is_a_degenerate_fit_with_a_fallback():
+    x = np.zeros(5)
+    model = clv.fit_gamma_gamma(x, np.full(5, np.nan), fallback_value=42.0)
+    assert model.report.fit_status == "degenerate" and model.report.repeat_share == 0.0
+    assert (clv.expected_transaction_value(model, x, np.zeros(5)) == 42.0).all()
+    row = clv.parameters_row(clv.fit_bgnbd(x, x, np.arange(1.0, 6.0)), model, x)
+    assert row["p"] is None and row["gamma_gamma_fit_status"] == "degenerate"
+    assert row["bgnbd_fit_status"] == "degenerate"  # no repeat buyers: dropout unidentified
+    assert all(np.isfinite(row[k]) for k in ("r", "alpha", "a", "b"))
+
+
+def test_an_empty_fit_fails_instead_of_raising():
+    model = clv.fit_bgnbd(np.zeros(0), np.zeros(0), np.zeros(0))
+    assert model.report.fit_status == "failed" and not model.report.converged
+
+
+# --- gradients and the weighted fit ---------------------------------------------------------
+
+
+def central_difference(f, x: np.ndarray, h: float = 1e-6) -> np.ndarray:
+    return np.array([(f(x + h * e) - f(x - h * e)) / (2 * h) for e in np.eye(len(x))])
+
+
+@pytest.mark.parametrize(
+    "log_params",
+    [np.log(list(PUBLISHED_BGNBD.values())), np.log([0.3, 20.0, 2263.0, 144.0])],
+)
+def test_bgnbd_analytic_gradient_matches_finite_differences(cdnow, log_params):
+    x, t_x, T = cdnow_arrays(cdnow)
+    objective = clv.bgnbd_objective(x, t_x, T, np.ones(len(x)))
+    value = lambda v: objective(v)[0]  # noqa: E731
+    gradient = objective(log_params)[1]
+    np.testing.assert_allclose(
+        gradient, central_difference(value, log_params), rtol=1e-5, atol=1e-8
+    )
+    assert check_grad(value, lambda v: objective(v)[1], log_params) < 1e-5
+
+
+def test_gamma_gamma_analytic_gradient_matches_finite_differences(cdnow):
+    repeat = cdnow[cdnow["frequency"] > 0]
+    x, m = repeat["frequency"].to_numpy(float), repeat["zbar"].to_numpy(float)
+    objective = clv.gamma_gamma_objective(x, m, np.ones(len(x)))
+    for log_params in (np.log([6.25, 3.74, 15.44]), np.log([0.5, 50.0, 1e4])):
+        value = lambda v: objective(v)[0]  # noqa: E731
+        np.testing.assert_allclose(
+            objective(log_params)[1], central_difference(value, log_params), rtol=1e-5, atol=1e-8
+        )
+        assert np.allclose(
+            objective(log_params)[1], approx_fprime(log_params, value, 1e-7), atol=1e-4
+        )
+
+
+def test_weighted_fit_on_distinct_triples_equals_the_unweighted_fit(cdnow):
+    x, t_x, T = cdnow_arrays(cdnow)
+    weighted = clv.fit_bgnbd(x, t_x, T)
+    start = np.log([1.0, T.mean(), 1.0, 1.0])  # not the weighted fit's start, to the last bit
+    log_params, _, converged, _ = clv._fit(clv.bgnbd_objective(x, t_x, T, np.ones(len(x))), start)
+    assert converged
+    np.testing.assert_allclose(
+        [weighted.r, weighted.alpha, weighted.a, weighted.b], np.exp(log_params), rtol=1e-6
+    )
+    assert len(np.unique(np.column_stack([x, t_x, T]), axis=0)) < len(x)  # it did collapse
+
+
+def test_fits_are_bit_identical_whatever_the_input_order(cdnow):
+    x, t_x, T = cdnow_arrays(cdnow)
+    order = np.random.default_rng(0).permutation(len(x))
+    first, second = clv.fit_bgnbd(x, t_x, T), clv.fit_bgnbd(x[order], t_x[order], T[order])
+    assert first.as_dict() == second.as_dict()
+    gg1 = clv.fit_gamma_gamma(cdnow["frequency"], cdnow["zbar"])
+    gg2 = clv.fit_gamma_gamma(cdnow["frequency"].to_numpy()[order], cdnow["zbar"].to_numpy()[order])
+    assert gg1.as_dict() == gg2.as_dict()
+
+
+# --- value tiers --------------------------------------------------------------------------
+
+
+def test_value_tiers_are_exact_shares_of_buyers_and_stable_for_new_sign_ups():
+    rng = np.random.default_rng(7)
+    n = 1000
+    ids = np.array([f"C{i:05d}" for i in rng.permutation(n)])
+    clv_values = np.where(rng.random(n) < 0.4, 0.0, np.round(rng.gamma(1.0, 100.0, n), 2))
+    tiers = clv.value_tiers(ids, clv_values, np.ones(n, dtype=bool))
+    counts = pd.Series(tiers).value_counts().to_dict()
+    assert counts == {"platinum": 100, "gold": 200, "silver": 300, "bronze": 400}
+    # ties (40% have CLV 0) are broken by customer_id, so input order does not matter
+    order = rng.permutation(n)
+    np.testing.assert_array_equal(
+        clv.value_tiers(ids[order], clv_values[order], np.ones(n, bool)), tiers[order]
+    )
+    # a sign-up who never bought is a prospect and moves nobody
+    buyer = np.append(np.ones(n, dtype=bool), False)
+    more = clv.value_tiers(np.append(ids, "C99999"), np.append(clv_values, 0.0), buyer)
+    assert more[-1] == clv.PROSPECT
+    np.testing.assert_array_equal(more[:-1], tiers)
+
+
+def test_value_tiers_round_by_row_counts():
+    tiers = clv.value_tiers([f"C{i}" for i in range(7)], np.arange(7.0), np.ones(7, bool))
+    # round(0.7) = 1, round(2.1) = 2, round(4.2) = 4 customers by the cumulative shares
+    assert list(tiers) == ["bronze"] * 3 + ["silver"] * 2 + ["gold", "platinum"]
+
+
+def test_predicted_clv_is_rounded_and_never_undefined(cdnow):
+    rfm = pd.DataFrame(
+        {
+            "customer_id": cdnow["ID"].astype(str),
+            "frequency": cdnow["frequency"],
+            "recency_weeks": cdnow["recency"],
+            "age_weeks": cdnow["T"],
+            "monetary_value": cdnow["zbar"].where(cdnow["frequency"] > 0),
+        }
+    )
+    x = rfm["frequency"].to_numpy(float)
+    bgnbd = clv.fit_bgnbd(x, rfm["recency_weeks"], rfm["age_weeks"])
+    gg = clv.fit_gamma_gamma(x, rfm["monetary_value"])
+    out = clv.predict_customers(rfm, bgnbd, gg, clv.WEEKS_PER_YEAR)
+    outputs = ["expected_purchases_365d", "probability_alive", "expected_avg_order_value"]
+    assert np.isfinite(out[[*outputs, "predicted_clv_365d"]].to_numpy()).all()
+    np.testing.assert_array_equal(out["predicted_clv_365d"], out["predicted_clv_365d"].round(6))
+    np.testing.assert_array_equal(out["probability_alive"], out["probability_alive"].round(9))
+
+
+# --- cross-sell -----------------------------------------------------------------------------
+
+
+def feature_rows(n_customers: int, label: float | None, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    categories = ["Wines", "Meats", "Fish", "Gold"]
+    rows = pd.DataFrame(
+        [(f"C{i:04d}", c) for i in range(n_customers) for c in categories],
+        columns=["customer_id", "category"],
+    )
+    n = len(rows)
+    frequency = np.repeat(rng.poisson(1.0, n_customers), len(categories))
+    return rows.assign(
+        orders=frequency + 1,
+        orders_90d=rng.integers(0, 2, n),
+        categories_bought=rng.integers(1, 4, n),
+        spend=rng.gamma(2, 50, n),
+        recency_days=rng.integers(0, 400, n),
+        frequency=frequency,
+        recency_weeks=np.repeat(rng.uniform(0, 20, n_customers), len(categories)),
+        age_weeks=np.repeat(rng.uniform(20, 60, n_customers), len(categories)),
+        confidence_max=rng.uniform(0, 1, n),
+        confidence_mean=rng.uniform(0, 1, n),
+        category_support=np.tile([0.6, 0.5, 0.3, 0.1], n_customers),
+        bought_next_90d=label if label is not None else rng.integers(0, 2, n).astype(float),
+    )
+
+
+def test_cross_sell_without_positives_records_a_failed_fit_and_scores_by_popularity():
+    """An as_of long after the data ends: nobody bought in the window. No raise, no NaN."""
+    rows, _ = cross_sell.with_activity(feature_rows(200, label=0.0))
+    scorer, report = cross_sell.fit(rows)
+    assert isinstance(scorer, cross_sell.PopularityBaseline)
+    assert report.fit_status == "failed" and "only non-buyers" in report.reasons[0]
+    rows.loc[rows.index[:5], ["probability_alive", "recency_days", "category_support"]] = np.nan
+    score = scorer.predict(rows)
+    assert np.isfinite(score).all() and ((score >= 0) & (score <= 1)).all()
+    opportunity = cross_sell.customer_scores(rows, score)
+    assert opportunity.notna().all() and opportunity.between(0, 1).all()
+    table = cross_sell.fit_rows("fit", report, scorer)
+    assert table[0]["detail"].startswith("failed") and table[-1]["value"] == 1.0
+
+
+def test_cross_sell_with_too_few_rows_fails_without_raising():
+    scorer, report = cross_sell.fit(feature_rows(3, label=None))
+    assert report.fit_status == "failed" and isinstance(scorer, cross_sell.PopularityBaseline)
+    _, empty = cross_sell.fit(feature_rows(0, label=None))
+    assert empty.fit_status == "failed" and empty.n == 0
+
+
+def test_cross_sell_model_never_emits_nan_on_missing_features():
+    rows, activity = cross_sell.with_activity(feature_rows(300, label=None, seed=1))
+    assert activity.fit_status in ("ok", "degenerate")
+    model, report = cross_sell.fit(rows)
+    assert isinstance(model, cross_sell.CrossSellModel) and report.fit_status == "ok"
+    broken = rows.astype({"recency_days": float})
+    broken.loc[broken.index[::3], ["expected_purchases_90d", "confidence_max"]] = np.nan
+    broken.loc[broken.index[1], "recency_days"] = np.inf
+    score = model.predict(broken)
+    assert np.isfinite(score).all() and ((score >= 0) & (score <= 1)).all()
+
+
+def test_backtest_with_one_class_stores_no_auc_and_says_why():
+    snapshots = pd.DataFrame(
+        {
+            "customer_id": ["A", "B", "C"],
+            "dataos_cross_sell_score": [0.2, 0.5, np.nan],
+            "bought_new_category_next_90d": [0, 0, 0],
+        }
+    )
+    ours = pd.Series([0.1, np.nan], index=["A", "B"])
+    metrics, undefined = cross_sell.backtest(snapshots, ours)
+    # B has no finite score of ours; C none of DataOS's: only A is scored
+    assert metrics["backtest_customers"] == 3 and metrics["backtest_customers_scored"] == 1
+    assert metrics["auc"] is None and metrics["auc_dataos"] is None
+    assert "only non-buyers" in undefined["auc"]
+
+
+def test_a_buyer_with_nothing_left_to_buy_scores_zero():
+    current = pd.DataFrame(
+        {"customer_id": ["A", "A", "B"], "category": ["Fish", "Gold", "Fish"], "score": 0.5}
+    )
+    recs = cross_sell.recommendations(current, pd.Index(["A", "B", "C"]))
+    by_id = recs.set_index("customer_id")
+    assert by_id.loc["A", "cross_sell_opportunity_score"] == pytest.approx(0.75)
+    assert by_id.loc["C", "cross_sell_opportunity_score"] == 0.0
+    assert pd.isna(by_id.loc["C", "next_best_category_1"])
+    assert by_id.loc["A", "next_best_category_1"] == "Fish"  # ties by category name
+
+
+def test_the_training_sample_is_the_same_in_python_and_duckdb(monkeypatch):
+    rows = feature_rows(40, label=None).drop(columns="bought_next_90d")
+    monkeypatch.setattr(assets, "MAX_TRAINING_ROWS", 25)
+    in_python = assets._subsample(rows)
+    con = duckdb.connect()
+    con.register("frame", rows.assign(days_before_as_of=90))
+    con.execute("CREATE SCHEMA intermediate")
+    con.execute("CREATE TABLE intermediate.int_cross_sell_features AS SELECT * FROM frame")
+    in_duckdb = assets._snapshot(con, 90, sample=True)
+    assert len(in_python) == 25
+    pd.testing.assert_frame_equal(
+        in_python[["customer_id", "category"]], in_duckdb[["customer_id", "category"]]
+    )
+
+
+# --- checks -----------------------------------------------------------------------------------
+
+
+def model_marts(con: duckdb.DuckDBPyConnection, clv_nan: bool, status: str = "ok") -> None:
+    con.execute("CREATE SCHEMA intermediate; CREATE SCHEMA marts")
+    con.execute(
+        "CREATE TABLE intermediate.int_customer_rfm AS "
+        "SELECT * FROM (VALUES ('A', 1), ('B', 0)) t(customer_id, frequency)"
+    )
+    value = "'NaN'::DOUBLE" if clv_nan else "1.5"
+    con.execute(
+        f"""CREATE TABLE marts.customer_lifetime_value AS SELECT * FROM (VALUES
+        ('A', 10.0, 1.0, 0.5, 20.0, 20.0), ('B', 5.0, {value}, 1.0, 20.0, 30.0),
+        ('P', 0.0, NULL, NULL, NULL, 0.0)) t(customer_id, historical_clv,
+        expected_purchases_365d, probability_alive, expected_avg_order_value, predicted_clv_365d)"""
+    )
+    con.execute(
+        "CREATE TABLE marts.cross_sell_recommendations AS SELECT * FROM (VALUES "
+        "('A', 0.2), ('B', 0.0), ('P', NULL)) t(customer_id, cross_sell_opportunity_score)"
+    )
+    con.execute(
+        f"""CREATE TABLE marts.clv_model_parameters AS SELECT 0.2 AS r, 4.0 AS alpha,
+        2263.0 AS a, 144.0 AS b, NULL::DOUBLE AS p, NULL::DOUBLE AS q, NULL::DOUBLE AS gamma,
+        '{status}' AS fit_status, 'degenerate' AS gamma_gamma_fit_status"""
+    )
+
+
+def outcome(con, name: str) -> dg.AssetCheckResult:
+    return checks.evaluate(next(c for c in checks.CHECKS if c.name == name), con)
+
+
+def test_model_checks_pass_on_defined_outputs_and_fail_on_nan():
+    good, bad = duckdb.connect(), duckdb.connect()
+    model_marts(good, clv_nan=False, status="degenerate")
+    model_marts(bad, clv_nan=True, status="failed")
+    assert outcome(good, "model_outputs_defined").passed
+    failed = outcome(bad, "model_outputs_defined")
+    assert not failed.passed and failed.metadata["measured"].value == 1
+    assert failed.severity == dg.AssetCheckSeverity.ERROR
+    assert outcome(good, "scores_defined").passed
+    bad.execute("UPDATE marts.cross_sell_recommendations SET cross_sell_opportunity_score = 1.2")
+    assert not outcome(bad, "scores_defined").passed
+    assert outcome(good, "fit_not_failed").passed  # NULL p, q, gamma: a documented fallback
+    assert not outcome(bad, "fit_not_failed").passed
+    warn = outcome(good, "fit_not_degenerate")
+    assert not warn.passed and warn.severity == dg.AssetCheckSeverity.WARN
+
+
+def test_model_checks_are_blocking_validity_checks_that_run_on_the_warehouse(tmp_path):
+    path = tmp_path / "wh.duckdb"
+    with duckdb.connect(str(path)) as con:
+        model_marts(con, clv_nan=False)
+    product = Catalog.load(Settings().descriptors_dir).consumer
+    definitions = checks.model_output_checks(product)
+    specs = [spec for d in definitions for spec in d.check_specs]
+    assert all(s.description.startswith("[validity]") for s in specs)
+    assert {s.name for s in specs if s.blocking} == {
+        "model_outputs_defined",
+        "scores_defined",
+        "fit_not_failed",
+    }
+    result = definitions[0](warehouse=Warehouse(database=str(path)))
+    assert result.passed and result.metadata["target"].value == 0
