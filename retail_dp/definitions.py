@@ -6,6 +6,7 @@ import dagster as dg
 from dagster_dbt import DbtCliResource
 
 from retail_dp.analytics.assets import build_clv_assets, build_cross_sell_assets
+from retail_dp.analytics.checks import model_output_checks
 from retail_dp.automation import automation_sensor, landing_sensor, refresh_schedule, with_policies
 from retail_dp.delivery.assets import build_publish_asset
 from retail_dp.descriptors import Catalog
@@ -45,13 +46,14 @@ def build_definitions(settings: Settings, extra_jobs=()) -> dg.Definitions:
         with_policies(a, catalog, eager=True)
         for a in (
             *build_dbt_assets(project, catalog),
-            build_clv_assets(consumer),
-            build_cross_sell_assets(consumer),
+            build_clv_assets(consumer, marts),
+            build_cross_sell_assets(consumer, marts),
         )
     ]
     checks = [
         *build_slo_checks(catalog, marts),
         *filter(None, [build_source_test_checks(project.manifest_path, consumer.alerts)]),
+        *model_output_checks(consumer),
     ]
     check_keys = [k for d in [*sources, *downstream, *checks] for k in d.check_keys]
     downstream += [

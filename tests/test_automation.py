@@ -102,5 +102,9 @@ def test_every_check_carries_its_slo_category_and_descriptor_flags(defs):
         if key.name.startswith("slo_"):
             product = catalog[meta["data_product"]]
             slo = product.slos[meta["slo_category"]]
+            if key.asset_key == dg.AssetKey(["marts", "customer_category_profile"]):
+                # the compatibility profile reports and never blocks (its dbt meta: warn_only)
+                assert not spec.blocking and meta["severity"] == "WARN", key
+                continue
             assert spec.blocking == slo.blocking and meta["severity"] == slo.severity, key
             assert spec.description.startswith(f"[{meta['slo_category']}]")

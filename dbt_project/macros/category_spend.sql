@@ -5,7 +5,7 @@
         'Sweets': 'mntsweetproducts', 'Gold': 'mntgoldprods', 'Fruits': 'mntfruits'
     } -%}
     {%- for name, column in columns.items() %}
-        sum(case when {{ category }} = '{{ name }}' then {{ amount }} else 0 end) as {{ column }}
+        {{ exact_sum("case when " ~ category ~ " = '" ~ name ~ "' then " ~ amount ~ " else 0 end") }} as {{ column }}
         {{- "," if not loop.last }}
     {%- endfor %}
 {%- endmacro %}

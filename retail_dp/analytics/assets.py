@@ -9,6 +9,7 @@ import pandas as pd
 from retail_dp.analytics import clv, cross_sell
 from retail_dp.descriptors import DataProduct
 from retail_dp.resources import ReferenceTime, Warehouse
+from retail_dp.transform.marts import Mart
 
 K = dg.AssetKey.from_user_string
 HORIZON_WEEKS = clv.WEEKS_PER_YEAR
@@ -17,123 +18,19 @@ MAX_TRAINING_ROWS = 500_000
 SAMPLE_KEY_SQL = "md5(customer_id || '|' || category)"
 
 
-COLUMNS: dict[str, list[tuple[str, str, str]]] = {
-    "marts/customer_lifetime_value": [
-        ("customer_id", "VARCHAR", "The CRM's customer key; every customer in dim_customer."),
-        ("historical_clv", "DOUBLE", "Total spend from the first purchase to as_of."),
-        (
-            "expected_purchases_365d",
-            "DOUBLE",
-            "BG/NBD: expected purchase days in the 365 days after as_of; null if never bought.",
-        ),
-        (
-            "probability_alive",
-            "DOUBLE",
-            "BG/NBD: probability the customer is still active at as_of; null if never bought.",
-        ),
-        (
-            "expected_avg_order_value",
-            "DOUBLE",
-            "Gamma-Gamma: expected spend per purchase day; null if never bought.",
-        ),
-        (
-            "predicted_clv_365d",
-            "DOUBLE",
-            "expected_purchases_365d x expected_avg_order_value, undiscounted; 0 if never bought.",
-        ),
-        (
-            "value_tier",
-            "VARCHAR",
-            "By predicted CLV among buyers: platinum (top 10%), gold (next 20%), "
-            "silver (next 30%), bronze (the rest); prospect for customers who never bought.",
-        ),
-    ],
-    "marts/clv_model_parameters": [
-        ("r", "DOUBLE", "BG/NBD: shape of the gamma distribution of purchase rates."),
-        ("alpha", "DOUBLE", "BG/NBD: scale of the gamma distribution of purchase rates (weeks)."),
-        ("a", "DOUBLE", "BG/NBD: first shape of the beta distribution of dropout probability."),
-        ("b", "DOUBLE", "BG/NBD: second shape of the beta distribution of dropout probability."),
-        ("p", "DOUBLE", "Gamma-Gamma: shape of the gamma distribution of purchase values."),
-        ("q", "DOUBLE", "Gamma-Gamma: shape of the gamma distribution of the customer scale."),
-        ("gamma", "DOUBLE", "Gamma-Gamma: scale of the gamma distribution of the customer scale."),
-        ("bgnbd_log_likelihood", "DOUBLE", "BG/NBD log-likelihood at the fit."),
-        ("gamma_gamma_log_likelihood", "DOUBLE", "Gamma-Gamma log-likelihood at the fit."),
-        ("customers", "BIGINT", "Customers with a purchase, fitted on."),
-        ("repeat_customers", "BIGINT", "Customers with a repeat purchase (the Gamma-Gamma fit)."),
-        ("time_unit", "VARCHAR", "weeks"),
-        ("as_of", "TIMESTAMP", "The run's reference time."),
-        (
-            "fit_status",
-            "VARCHAR",
-            "The worse of the two fits: ok, degenerate (finite but not to be trusted blindly: "
-            "parameters at a bound or collapsed, too few repeat buyers, q <= 1, no convergence) "
-            "or failed (nothing usable). Rules in retail_dp.analytics.clv.FitReport.",
-        ),
-        ("converged", "BOOLEAN", "Both fits met the optimiser's convergence tolerance."),
-        ("repeat_share", "DOUBLE", "Share of the customers fitted on with a repeat purchase."),
-        ("bgnbd_fit_status", "VARCHAR", "BG/NBD's fit status: ok, degenerate or failed."),
-        (
-            "gamma_gamma_fit_status",
-            "VARCHAR",
-            "Gamma-Gamma's fit status. When degenerate for too few repeat buyers or q <= 1, "
-            "every expected_avg_order_value is the pooled mean value per purchase day of all "
-            "buyers; p, q and gamma are null only when there was no repeat buyer to fit on.",
-        ),
-        ("fit_notes", "VARCHAR", "Every fit-status rule that fired, separated by '; '."),
-    ],
-    "marts/cross_sell_recommendations": [
-        ("customer_id", "VARCHAR", "The CRM's customer key; every customer in dim_customer."),
-        (
-            "cross_sell_opportunity_score",
-            "DOUBLE",
-            "Probability of buying at least one category new to the customer in the next 90 days; "
-            "0 for buyers with no category left to buy, null for customers who never bought.",
-        ),
-        *[
-            col
-            for rank in (1, 2, 3)
-            for col in (
-                (
-                    f"next_best_category_{rank}",
-                    "VARCHAR",
-                    f"The category not yet bought with the {rank}. highest probability.",
-                ),
-                (
-                    f"next_best_category_{rank}_score",
-                    "DOUBLE",
-                    f"Probability of buying next_best_category_{rank} in the next 90 days.",
-                ),
-            )
-        ],
-    ],
-    "marts/cross_sell_model": [
-        (
-            "kind",
-            "VARCHAR",
-            "coefficient, backtest, fit (how the scoring model's fit went) or backtest_fit "
-            "(the backtest model's).",
-        ),
-        (
-            "name",
-            "VARCHAR",
-            "The model term, the backtest figure (auc, auc_dataos, backtest_customers_scored, "
-            "...) or the fit figure (fit_status, converged, iterations, training_rows, ...).",
-        ),
-        ("value", "DOUBLE", "Its value; null when undefined (e.g. AUC with one class)."),
-        (
-            "detail",
-            "VARCHAR",
-            "For name = 'fit_status': the status (ok, degenerate, failed) and why; for an "
-            "undefined backtest figure: why; null otherwise.",
-        ),
-    ],
-}
+def _columns(marts: list[Mart], asset: str) -> list[tuple[str, str, str]]:
+    """A fitted mart's (column, declared type, description), from its dbt YAML (the `fitted`
+    source): the one declaration of what the fits write."""
+    mart = next((m for m in marts if m.fitted and m.asset == asset), None)
+    if mart is None:
+        raise ValueError(f"{asset} is not declared in the dbt source 'fitted'")
+    return [(c, t, mart.descriptions[c]) for c, t in mart.columns.items()]
 
 
-def _spec(product: DataProduct, key: str, description: str, deps: list[str]) -> dg.AssetSpec:
-    schema = dg.TableSchema(
-        columns=[dg.TableColumn(n, t, description=d) for n, t, d in COLUMNS[key]]
-    )
+def _spec(
+    product: DataProduct, columns: list[tuple[str, str, str]], key: str, description: str, deps
+) -> dg.AssetSpec:
+    schema = dg.TableSchema(columns=[dg.TableColumn(n, t, description=d) for n, t, d in columns])
     return dg.AssetSpec(
         key=K(key),
         description=description,
@@ -154,12 +51,16 @@ def _replace_table(con, table: str, frame: pd.DataFrame, select: str = "SELECT *
         con.unregister("frame")
 
 
-def build_clv_assets(product: DataProduct) -> dg.AssetsDefinition:
+def build_clv_assets(product: DataProduct, marts: list[Mart]) -> dg.AssetsDefinition:
+    clv_columns = _columns(marts, "marts/customer_lifetime_value")
+    parameter_columns = _columns(marts, "marts/clv_model_parameters")
+
     @dg.multi_asset(
         name="customer_lifetime_value_model",
         specs=[
             _spec(
                 product,
+                clv_columns,
                 "marts/customer_lifetime_value",
                 "Per customer: historical CLV (total spend) and predicted CLV for the next 365 "
                 "days from BG/NBD (purchases) and Gamma-Gamma (spend per purchase), with the "
@@ -168,6 +69,7 @@ def build_clv_assets(product: DataProduct) -> dg.AssetsDefinition:
             ),
             _spec(
                 product,
+                parameter_columns,
                 "marts/clv_model_parameters",
                 "The fitted BG/NBD (r, alpha, a, b) and Gamma-Gamma (p, q, gamma) parameters, "
                 "their log-likelihoods, the customers fitted on and as_of.",
@@ -209,7 +111,7 @@ def build_clv_assets(product: DataProduct) -> dg.AssetsDefinition:
                 ORDER BY c.customer_id""",
             )
             row = {**clv.parameters_row(bgnbd, gg, x), "as_of": as_of}
-            columns = COLUMNS["marts/clv_model_parameters"]
+            columns = parameter_columns
             params = pd.DataFrame([row])[[n for n, _, _ in columns]]
             # a parameter with no value is a NULL DOUBLE, never an untyped NULL
             params = params.astype({n: float for n, t, _ in columns if t == "DOUBLE"})
@@ -254,12 +156,16 @@ def build_clv_assets(product: DataProduct) -> dg.AssetsDefinition:
     return _clv
 
 
-def build_cross_sell_assets(product: DataProduct) -> dg.AssetsDefinition:
+def build_cross_sell_assets(product: DataProduct, marts: list[Mart]) -> dg.AssetsDefinition:
+    recommendation_columns = _columns(marts, "marts/cross_sell_recommendations")
+    model_columns = _columns(marts, "marts/cross_sell_model")
+
     @dg.multi_asset(
         name="cross_sell_model",
         specs=[
             _spec(
                 product,
+                recommendation_columns,
                 "marts/cross_sell_recommendations",
                 "Per customer: the probability of buying at least one category new to them in "
                 "the next 90 days (cross_sell_opportunity_score) and the three next-best "
@@ -272,6 +178,7 @@ def build_cross_sell_assets(product: DataProduct) -> dg.AssetsDefinition:
             ),
             _spec(
                 product,
+                model_columns,
                 "marts/cross_sell_model",
                 "The cross-sell model's coefficients and its out-of-time backtest next to "
                 "DataOS's score: ROC AUC and precision in the top decile.",
@@ -323,7 +230,7 @@ def build_cross_sell_assets(product: DataProduct) -> dg.AssetsDefinition:
                 ]
                 + cross_sell.fit_rows("fit", final_fit, final)
                 + cross_sell.fit_rows("backtest_fit", model_fit, model),
-                columns=[n for n, _, _ in COLUMNS["marts/cross_sell_model"]],
+                columns=[n for n, _, _ in model_columns],
             ).astype({"value": float})
             _replace_table(con, "marts.cross_sell_model", model_table)
             row_count = con.execute(

@@ -85,14 +85,6 @@ def semantic_tables(manifest_path: Path) -> list[str]:
     )
 
 
-def fitted_columns(manifest_path: Path, name: str) -> list[tuple[str, str, str]]:
-    """A fitted mart's declared (column, type, description), for its asset's column schema."""
-    mart = next((m for m in load_marts(manifest_path) if m.fitted and m.name == name), None)
-    if mart is None:
-        raise ValueError(f"no table {name!r} in the dbt source {FITTED_SOURCE!r}")
-    return [(c, t, mart.descriptions[c]) for c, t in mart.columns.items()]
-
-
 def check_outputs(product: DataProduct, marts: list[Mart], descriptors_dir: Path) -> None:
     """The descriptor's outputs are the published marts, no more and no fewer."""
     declared = set(product.output_tables)

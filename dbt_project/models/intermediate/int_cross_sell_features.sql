@@ -28,7 +28,7 @@ customer_stats as (
             when purchase_ts > {{ dbt.dateadd('day', -90, 'cutoff') }} then order_id
         end) as orders_90d,
         count(distinct category) as categories_bought,
-        sum(amount) as spend,
+        {{ exact_sum('amount') }} as spend,
         {{ dbt.datediff('max(purchase_ts)', 'max(cutoff)', 'day') }} as recency_days,
         -- the BG/NBD summary at the snapshot (purchase days, weeks)
         count(distinct purchase_date) - 1 as frequency,
@@ -104,7 +104,7 @@ affinity as (
         candidates.customer_id,
         candidates.category,
         max(rules.confidence) as confidence_max,
-        avg(rules.confidence) as confidence_mean
+        {{ exact_avg('rules.confidence') }} as confidence_mean
     from candidates
     inner join bought
         on candidates.days_before_as_of = bought.days_before_as_of

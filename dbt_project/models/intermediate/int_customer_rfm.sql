@@ -14,7 +14,7 @@ purchase_days as (
     select
         customer_id,
         order_date,
-        sum(order_amount) as day_amount
+        {{ exact_sum('order_amount') }} as day_amount
     from orders
     group by customer_id, order_date
 
@@ -36,8 +36,8 @@ summary as (
         count(*) - 1 as frequency,
         min(order_date) as first_purchase_date,
         max(order_date) as last_purchase_date,
-        avg(case when day_number > 1 then day_amount end) as monetary_value,
-        sum(day_amount) as total_spend
+        {{ exact_avg('case when day_number > 1 then day_amount end') }} as monetary_value,
+        {{ exact_sum('day_amount') }} as total_spend
     from numbered
     group by customer_id
 

@@ -20,7 +20,7 @@ orders as (
 
         -- numerics
         count(*) as line_count,
-        sum(amount) as order_amount,
+        {{ exact_sum('amount') }} as order_amount,
 
         -- timestamps
         min(purchase_ts) as ordered_at,

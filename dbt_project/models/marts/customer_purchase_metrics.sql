@@ -25,9 +25,11 @@ order_stats as (
         count(*) as lifetime_orders,
         sum(case when ordered_at > {{ dbt.dateadd('day', -365, as_of()) }} then 1 else 0 end)
             as orders_365d,
-        sum(order_amount) as total_spend,
-        sum(case when ordered_at > {{ dbt.dateadd('day', -365, as_of()) }} then order_amount else 0 end)
-            as spend_365d,
+        {{ exact_sum('order_amount') }} as total_spend,
+        {{ exact_sum(
+            "case when ordered_at > " ~ dbt.dateadd('day', -365, as_of())
+            ~ " then order_amount else 0 end"
+        ) }} as spend_365d,
         min(ordered_at) as first_purchase_at,
         max(ordered_at) as last_purchase_at
     from orders
