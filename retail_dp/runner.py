@@ -48,6 +48,8 @@ class RunReport:
     step_seconds: dict[str, float] = field(default_factory=dict)
     table_rows: dict[str, int] = field(default_factory=dict)
     quarantine: list[tuple[str, str, str, int]] = field(default_factory=list)
+    # source -> rows dated after as_of: not loaded this run, rejected by no rule
+    deferred: dict[str, int] = field(default_factory=dict)
     failure: str | None = None
 
     @property
@@ -191,6 +193,13 @@ def _read_warehouse(report: RunReport) -> None:
                 "SELECT source, reason, field, count(*) FROM sources.quarantine "
                 "GROUP BY ALL ORDER BY 1, 2, 3"
             ).fetchall()
+        if ("sources", "landing_audit") in tables:
+            report.deferred = dict(
+                con.execute(
+                    "SELECT source, CAST(audit->>'rows_deferred' AS BIGINT) "
+                    "FROM sources.landing_audit ORDER BY 1"
+                ).fetchall()
+            )
 
 
 def format_report(report: RunReport) -> str:
@@ -214,6 +223,10 @@ def format_report(report: RunReport) -> str:
     total_q = sum(n for *_, n in report.quarantine)
     lines.append(f"\nRows quarantined: {total_q:,} (sources.quarantine)")
     lines += [f"  {s:<14} {r:<18} {f:<14} {n:>8,}" for s, r, f, n in report.quarantine]
+    deferred = {s: n for s, n in report.deferred.items() if n}
+    if deferred:
+        lines.append(f"Rows deferred (dated after as_of, not loaded): {sum(deferred.values()):,}")
+        lines += [f"  {s:<14} {n:>8,}" for s, n in deferred.items()]
     passed = sum(c.passed for c in report.checks)
     failed = [c for c in report.checks if not c.passed]
     lines.append(f"\nChecks: {passed} passed, {len(failed)} failed")

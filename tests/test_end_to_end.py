@@ -160,7 +160,7 @@ def test_a_missing_source_fails_the_run_with_the_file_named(sample, tmp_path):
 
 
 def test_cli_run_records_the_run_and_reproduces_the_same_tables(built, tmp_path):
-    _, settings, _ = built
+    _, settings, manifest = built
     home = tmp_path / "dagster_home"
     warehouse = tmp_path / "again.duckdb"
     result = run_cli(
@@ -173,6 +173,8 @@ def test_cli_run_records_the_run_and_reproduces_the_same_tables(built, tmp_path)
     assert "retail_dp refresh SUCCESS" in out
     assert f"Warehouse: {warehouse}" in out
     assert "Rows quarantined:" in out and "Checks:" in out and "make dev" in out
+    deferred = manifest["deferred_defects"]["future_purchase_ts"]
+    assert f"Rows deferred (dated after as_of, not loaded): {deferred:,}" in out
     instance = dg.DagsterInstance.from_config(str(home))
     runs = instance.get_runs()
     assert len(runs) == 1 and runs[0].tags["retail_dp/as_of"] == str(AS_OF)

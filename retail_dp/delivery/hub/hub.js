@@ -325,9 +325,11 @@ async function metrics(p, panel) {
   const charts = h("div", { class: "charts", id: "charts" });
   panel.append(h("h2", {}, "Charts"), charts);
   const quality = p.status.model_quality;
+  // a figure is null when it is undefined at this as_of (e.g. nobody bought a new category)
+  const figure = (v) => (v == null ? "not defined" : v.toFixed(3));
   if (quality) {
     charts.append(Charts.bars("Cross-sell backtest: ours vs DataOS's score",
-      `Out-of-time backtest on ${quality.backtest_customers} customers: ROC AUC ${quality.auc.toFixed(3)} for our opportunity score, ${quality.auc_dataos.toFixed(3)} for DataOS's score; top-decile precision ${quality.top_decile_precision.toFixed(3)} vs ${quality.top_decile_precision_dataos.toFixed(3)}.`,
+      `Out-of-time backtest on ${quality.backtest_customers_scored ?? quality.backtest_customers} customers: ROC AUC ${figure(quality.auc)} for our opportunity score, ${figure(quality.auc_dataos)} for DataOS's score; top-decile precision ${figure(quality.top_decile_precision)} vs ${figure(quality.top_decile_precision_dataos)}.`,
       ["ROC AUC", "Top-decile precision"],
       [{ name: "ours", values: { "ROC AUC": quality.auc, "Top-decile precision": quality.top_decile_precision } },
        { name: "DataOS", values: { "ROC AUC": quality.auc_dataos, "Top-decile precision": quality.top_decile_precision_dataos } }],
