@@ -77,3 +77,45 @@ def test_unknown_input_product_is_rejected(tmp_path):
     )
     with pytest.raises(DescriptorError, match="'loyalty', which no descriptor declares"):
         Catalog.load(folder)
+
+
+def test_outputs_must_be_the_published_marts_of_the_dbt_manifest(tmp_path):
+    from retail_dp.transform.assets import dbt_project
+    from retail_dp.transform.marts import check_outputs, load_marts
+
+    settings = Settings()
+    marts = load_marts(dbt_project(settings.dbt_project_dir).manifest_path)
+    published = {m.name for m in marts if m.published}
+    assert {"fct_purchase", "customer_lifetime_value", "cross_sell_recommendations"} <= published
+    assert all(m.slo for m in marts if m.published)  # none silently without checks
+    consumer = Catalog.load(settings.descriptors_dir).consumer
+    check_outputs(consumer, marts, settings.descriptors_dir)
+    fewer = consumer.model_copy(update={"outputs": consumer.outputs[1:]})
+    missing = consumer.outputs[0].table
+    with pytest.raises(DescriptorError, match=rf"field 'outputs'.*missing \['{missing}'\]"):
+        check_outputs(fewer, marts, settings.descriptors_dir)
+
+
+def test_a_malformed_contract_rule_names_the_file_and_field(tmp_path):
+    folder = tmp_path / "data_products"
+    shutil.copytree(FOLDER, folder)
+    path = folder / "purchase.yaml"
+    text = path.read_text()
+    broken = text.replace(
+        '{column: quantity, rule: ">", value: 0, on_fail: reject}',
+        "{column: quantity, rule: between, value: [1, 2, 3], on_fail: reject}",
+    )
+    assert broken != text
+    path.write_text(broken)
+    with pytest.raises(DescriptorError, match=r"purchase\.yaml: field 'contract\.rules\.0'"):
+        Catalog.load(folder)
+
+
+def test_a_rule_on_an_unknown_column_is_refused():
+    from retail_dp.sources.contracts import contract_for
+
+    product = Catalog.load(FOLDER)["product"]
+    rules = [*product.contract.rules, {"column": "colour", "rule": "in", "value": ["red"]}]
+    contract = product.contract.model_validate({**product.contract.model_dump(), "rules": rules})
+    with pytest.raises(ValueError, match=r"product: descriptor rules name unknown columns"):
+        contract_for(product.model_copy(update={"contract": contract}))
