@@ -286,3 +286,16 @@ def test_a_file_that_is_not_csv_names_its_path(tmp_path):
 def test_a_missing_landing_zone_names_its_path(tmp_path):
     with pytest.raises(LandingError, match="is not a folder"):
         load_source(duckdb.connect(), CONTRACTS["product"], tmp_path / "nope", "product", AS_OF)
+
+
+def test_a_channel_outside_the_descriptors_list_is_kept_and_counted(tmp_path):
+    folder = landing(
+        tmp_path,
+        [customer("1")],
+        [product("P")],
+        [line("1", "1", "P", channel="mobile_app"), line("2", "1", "P")],
+    )
+    _, results = load(folder)
+    assert results["purchase"].rows_accepted == 2
+    warned = {k: n for k, n in results["purchase"].audit.warnings.items() if n}
+    assert warned == {"channel breaks isin(['web', 'store', 'catalog'])": 1}
