@@ -11,7 +11,7 @@ from retail_dp.automation import automation_sensor, landing_sensor, refresh_sche
 from retail_dp.delivery.assets import build_publish_asset
 from retail_dp.descriptors import Catalog
 from retail_dp.quality.assets import build_slo_attainment_asset
-from retail_dp.quality.checks import build_slo_checks
+from retail_dp.quality.checks import build_slo_checks, dbt_test_incidents
 from retail_dp.quality.dbt_sources import build_source_test_checks
 from retail_dp.resources import LandingZone, ReferenceTime, Warehouse
 from retail_dp.settings import Settings
@@ -45,7 +45,7 @@ def build_definitions(settings: Settings, extra_jobs=()) -> dg.Definitions:
     downstream = [
         with_policies(a, catalog, eager=True)
         for a in (
-            *build_dbt_assets(project, catalog),
+            *build_dbt_assets(project, catalog, dbt_test_incidents(catalog)),
             build_clv_assets(consumer, marts),
             build_cross_sell_assets(consumer, marts),
         )

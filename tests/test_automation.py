@@ -92,6 +92,19 @@ def test_downstream_assets_update_eagerly_and_every_asset_has_a_freshness_policy
     assert {LANDING_SENSOR, "downstream_update_sensor"} <= sensors
 
 
+def test_dbt_checks_take_their_category_from_the_tests_kind(defs):
+    graph = defs.resolve_asset_graph()
+    kinds = {
+        "unique_combination_category_affinity_basket_level__antecedent__consequent": "uniqueness",
+        "accepted_values_category_affinity_basket_level__customer__order": "validity",
+        "not_null_fct_purchase_channel": "completeness",
+    }
+    found = {
+        k.name: graph.get_check_spec(k).metadata["slo_category"] for k in graph.asset_check_keys
+    }
+    assert {name: found.get(name) for name in kinds} == kinds
+
+
 def test_every_check_carries_its_slo_category_and_descriptor_flags(defs):
     graph = defs.resolve_asset_graph()
     catalog = Catalog.load(Settings().descriptors_dir)
@@ -108,3 +121,11 @@ def test_every_check_carries_its_slo_category_and_descriptor_flags(defs):
                 continue
             assert spec.blocking == slo.blocking and meta["severity"] == slo.severity, key
             assert spec.description.startswith(f"[{meta['slo_category']}]")
+
+
+def test_a_custom_named_dbt_test_is_classified_by_its_kind():
+    from retail_dp.transform.dbt_tests import test_category
+
+    node = {"name": "every_order_counted_once", "test_metadata": {"name": "unique"}}
+    assert test_category(node).value == "uniqueness"
+    assert test_category({"name": "not_null_looking_singular_test"}).value == "accuracy"

@@ -12,7 +12,7 @@ import dagster as dg
 from retail_dp.descriptors import Catalog
 from retail_dp.quality import incidents
 from retail_dp.quality.marts import mart_checks
-from retail_dp.quality.slo import MeasureContext, SloCheck, category_of_dbt_test
+from retail_dp.quality.slo import MeasureContext, SloCheck
 from retail_dp.quality.sources import source_checks
 from retail_dp.resources import LandingZone, ReferenceTime, Warehouse
 from retail_dp.transform.marts import Mart
@@ -41,18 +41,30 @@ def evaluation(check: SloCheck, result: dg.AssetCheckResult) -> incidents.Evalua
 
 def dbt_test_evaluation(result: dg.AssetCheckResult, data_product: str) -> incidents.Evaluation:
     failed_rows = result.metadata.get("dagster_dbt/failed_row_count")
+    category = result.metadata.get("slo_category")
     return incidents.Evaluation(
         asset=result.asset_key.to_user_string(),
         check_name=result.check_name,
         passed=result.passed,
         severity=result.severity.value,
-        slo_category=category_of_dbt_test(result.check_name).value,
+        slo_category=getattr(category, "value", category) or "accuracy",
         measured=getattr(failed_rows, "value", failed_rows),
         target=0,
         comparison="failing rows =",
         detail="dbt test",
         data_product=data_product,
     )
+
+
+def dbt_test_incidents(catalog: Catalog):
+    """What the dbt steps do with their test results: open or resolve incidents."""
+    consumer = catalog.consumer
+
+    def record(con, results: list[dg.AssetCheckResult], run_id: str) -> None:
+        evaluations = [dbt_test_evaluation(r, consumer.name) for r in results]
+        incidents.record(con, evaluations, run_id, consumer.alerts)
+
+    return record
 
 
 def _checks_for(asset: dg.AssetKey, checks: list[SloCheck]) -> dg.AssetChecksDefinition:

@@ -17,8 +17,8 @@ from dagster_dbt import DbtCliResource
 
 from retail_dp.descriptors import Alerts, SloCategory
 from retail_dp.quality.incidents import Evaluation, record
-from retail_dp.quality.slo import category_of_dbt_test
 from retail_dp.resources import ReferenceTime, Warehouse
+from retail_dp.transform.dbt_tests import test_category
 
 SOURCE_SCHEMA = "sources"
 
@@ -30,10 +30,7 @@ class SourceTest:
     source: str  # the table, which is also the source-aligned asset
     name: str
     severity: str  # ERROR | WARN, from the test's config
-
-    @property
-    def category(self) -> SloCategory:
-        return category_of_dbt_test(self.name)
+    category: SloCategory  # from the test's kind (test_metadata.name)
 
     @property
     def key(self) -> dg.AssetCheckKey:
@@ -71,7 +68,7 @@ def source_tests(manifest_path: Path) -> dict[str, list[SourceTest]]:
         group, table = declared_on.groups()
         severity = str(node["config"].get("severity", "ERROR")).upper()
         found.setdefault(table, []).append(
-            SourceTest(node["unique_id"], group, table, node["name"], severity)
+            SourceTest(node["unique_id"], group, table, node["name"], severity, test_category(node))
         )
     for tests in found.values():
         tests.sort(key=lambda t: t.name)

@@ -15,15 +15,8 @@ import duckdb
 from retail_dp.descriptors import DataProduct, Slo, SloCategory
 from retail_dp.sources.landing import LandingError
 
-# Check names and the SLO category of dbt tests, by test name.
+# Check names.
 SLO_CHECK_PREFIX = "slo_"
-DBT_TEST_CATEGORIES = {
-    "not_null": SloCategory.completeness,
-    "unique": SloCategory.uniqueness,
-    "unique_combination": SloCategory.uniqueness,
-    "accepted_values": SloCategory.validity,
-    "relationships": SloCategory.accuracy,
-}
 
 
 @dataclass(frozen=True)
@@ -134,11 +127,3 @@ def result_metadata(check: SloCheck, measured: Measurement, ctx: MeasureContext)
 def ratio(bad: int, total: int) -> float:
     """1 - bad/total, rounded for display; an empty table is fully good."""
     return round(1.0 - bad / total, 6) if total else 1.0
-
-
-def category_of_dbt_test(check_name: str) -> SloCategory:
-    """The SLO category of a dbt test check, from the test's name (`not_null_<model>_<col>`)."""
-    for prefix, category in sorted(DBT_TEST_CATEGORIES.items(), key=lambda kv: -len(kv[0])):
-        if check_name.startswith(prefix + "_") or check_name.startswith("source_" + prefix + "_"):
-            return category
-    return SloCategory.accuracy

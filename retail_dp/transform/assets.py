@@ -9,11 +9,12 @@ ops (quality/dbt_sources.py), so the sources' blocking checks gate this op.
 import json
 import shutil
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import duckdb
 from dagster_dbt import (
     DagsterDbtTranslator,
     DagsterDbtTranslatorSettings,
@@ -22,11 +23,13 @@ from dagster_dbt import (
     dbt_assets,
 )
 
-from retail_dp.descriptors import Catalog
-from retail_dp.quality import incidents
-from retail_dp.quality.checks import dbt_test_evaluation
-from retail_dp.quality.slo import category_of_dbt_test
+from retail_dp.descriptors import Catalog, SloCategory
 from retail_dp.resources import ReferenceTime, Warehouse
+from retail_dp.transform.dbt_tests import test_categories, test_category
+
+# what the quality layer does with a step's dbt test results once dbt has released the
+# warehouse (open or resolve incidents): injected, so this layer never imports quality
+TestResultsHandler = Callable[[duckdb.DuckDBPyConnection, list[dg.AssetCheckResult], str], None]
 
 DBT_INPUTS = ("models", "macros", "seeds", "dbt_project.yml", "profiles.yml")
 
@@ -69,7 +72,7 @@ class DataProductTranslator(DagsterDbtTranslator):
         spec = super().get_asset_check_spec(asset_spec, manifest, unique_id, project)
         if spec is None:
             return None
-        category = category_of_dbt_test(spec.name).value
+        category = test_category(manifest["nodes"][unique_id]).value
         return dg.AssetCheckSpec(
             spec.name,
             asset=spec.asset_key,
@@ -114,12 +117,16 @@ def _files(path: Path) -> Iterator[Path]:
 SEMANTIC_TAG = "tag:semantic"
 
 
-def build_dbt_assets(project: DbtProject, catalog: Catalog) -> list[dg.AssetsDefinition]:
+def build_dbt_assets(
+    project: DbtProject, catalog: Catalog, on_test_results: TestResultsHandler | None = None
+) -> list[dg.AssetsDefinition]:
     """Two dbt steps: the models up to the marts, then the semantic layer's tables, which read
     the marts the model fits write in between."""
     return [
-        _dbt_step(project, catalog, "cross_sell_dbt_models", exclude=SEMANTIC_TAG),
-        _dbt_step(project, catalog, "semantic_layer_dbt_models", select=SEMANTIC_TAG),
+        _dbt_step(project, catalog, "cross_sell_dbt_models", on_test_results, exclude=SEMANTIC_TAG),
+        _dbt_step(
+            project, catalog, "semantic_layer_dbt_models", on_test_results, select=SEMANTIC_TAG
+        ),
     ]
 
 
@@ -127,9 +134,12 @@ def _dbt_step(
     project: DbtProject,
     catalog: Catalog,
     name: str,
+    on_test_results: TestResultsHandler | None,
     select: str = "fqn:*",
     exclude: str | None = None,
 ) -> dg.AssetsDefinition:
+    categories = test_categories(project.manifest_path)
+
     @dbt_assets(
         manifest=project.manifest_path,
         project=project,
@@ -149,19 +159,30 @@ def _dbt_step(
             "warehouse": warehouse.database,
             "memory_limit": warehouse.memory_limit,
         }
-        outcomes = []
+        results: list[dg.AssetCheckResult] = []
         for event in dbt.cli(["build", "--vars", json.dumps(dbt_vars)], context=context).stream():
             if isinstance(event, dg.AssetCheckResult):
-                outcomes.append(dbt_test_evaluation(event, catalog.consumer.name))
+                event = _with_category(event, categories)
+                results.append(event)
             yield event
-        # dbt has exited and released the warehouse: open or resolve incidents for its tests
-        alerts = catalog.consumer.alerts
-        with warehouse.get_connection() as con:
-            incidents.record(
-                con,
-                outcomes,
-                context.run_id,
-                alerts,
-            )
+        if on_test_results and results:
+            # dbt has exited and released the warehouse
+            with warehouse.get_connection() as con:
+                on_test_results(con, results, context.run_id)
 
     return _models
+
+
+def _with_category(
+    result: dg.AssetCheckResult, categories: dict[str, SloCategory]
+) -> dg.AssetCheckResult:
+    """The result with its SLO category in the metadata, as the check's spec has it."""
+    category = categories.get(result.check_name, SloCategory.accuracy)
+    return dg.AssetCheckResult(
+        passed=result.passed,
+        asset_key=result.asset_key,
+        check_name=result.check_name,
+        metadata={**result.metadata, "slo_category": category.value},
+        severity=result.severity,
+        description=result.description,
+    )
