@@ -52,7 +52,7 @@ def build_definitions(settings: Settings, extra_jobs=()) -> dg.Definitions:
     ]
     checks = [
         *build_slo_checks(catalog, marts),
-        *filter(None, [build_source_test_checks(project.manifest_path, consumer.alerts)]),
+        *filter(None, [build_source_test_checks(project, consumer.alerts)]),
         *model_output_checks(consumer),
     ]
     check_keys = [k for d in [*sources, *downstream, *checks] for k in d.check_keys]

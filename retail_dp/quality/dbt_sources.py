@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
-from dagster_dbt import DbtCliResource
+from dagster_dbt import DbtCliResource, DbtProject
 
 from retail_dp.descriptors import Alerts, SloCategory
 from retail_dp.quality.incidents import Evaluation, record
 from retail_dp.resources import ReferenceTime, Warehouse
+from retail_dp.transform.assets import prepare_dbt_run
 from retail_dp.transform.dbt_tests import test_category
 
 SOURCE_SCHEMA = "sources"
@@ -76,8 +77,9 @@ def source_tests(manifest_path: Path) -> dict[str, list[SourceTest]]:
 
 
 def build_source_test_checks(
-    manifest_path: Path, alerts: Alerts
+    project: DbtProject, alerts: Alerts
 ) -> dg.AssetChecksDefinition | None:
+    manifest_path = Path(project.manifest_path)
     tests = [t for ts in source_tests(manifest_path).values() for t in ts]
     if not tests:
         return None
@@ -95,12 +97,8 @@ def build_source_test_checks(
         reference_time: ReferenceTime,
     ):
         selected = [t for t in tests if t.key in context.selected_asset_check_keys]
-        dbt_vars = {
-            "as_of": reference_time.resolve(context).isoformat(sep=" "),
-            "warehouse": warehouse.database,
-            "memory_limit": warehouse.memory_limit,
-        }
-        results, evaluations = run_source_tests(dbt, manifest_path, selected, dbt_vars)
+        dbt_vars, target_path = prepare_dbt_run(warehouse, reference_time.resolve(context), project)
+        results, evaluations = run_source_tests(dbt, manifest_path, selected, dbt_vars, target_path)
         with warehouse.get_connection() as con:
             record(
                 con,
@@ -114,12 +112,17 @@ def build_source_test_checks(
 
 
 def run_source_tests(
-    dbt: DbtCliResource, manifest_path: Path, tests: list[SourceTest], dbt_vars: dict
+    dbt: DbtCliResource,
+    manifest_path: Path,
+    tests: list[SourceTest],
+    dbt_vars: list[str],
+    target_path: Path,
 ) -> tuple[list[dg.AssetCheckResult], list[Evaluation]]:
     invocation = dbt.cli(
-        ["test", "--select", " ".join(t.name for t in tests), "--vars", json.dumps(dbt_vars)],
+        ["test", "--select", " ".join(t.name for t in tests), *dbt_vars],
         manifest=manifest_path,
         raise_on_error=False,
+        target_path=target_path,
     ).wait()
     outcomes = {r["unique_id"]: r for r in invocation.get_artifact("run_results.json")["results"]}
     results, evaluations = [], []

@@ -6,10 +6,12 @@ dbt tests on the models become asset checks; the tests on sources run in the sou
 ops (quality/dbt_sources.py), so the sources' blocking checks gate this op.
 """
 
+import hashlib
 import json
 import shutil
 import sys
 from collections.abc import Callable, Iterator, Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +85,30 @@ class DataProductTranslator(DagsterDbtTranslator):
         )
 
 
+RUN_CONTEXT = "reference.run_context"
+
+
+def prepare_dbt_run(
+    warehouse: Warehouse, as_of: datetime, project: DbtProject
+) -> tuple[list[str], Path]:
+    """Write the run's as_of where the models read it (`as_of()` reads RUN_CONTEXT), and return
+    the `--vars` arguments and the target folder for this warehouse.
+
+    Neither changes from one run to the next on the same warehouse, so dbt keeps its partial
+    parse there instead of re-parsing the project on every call."""
+    with warehouse.get_connection() as con:
+        con.execute("CREATE SCHEMA IF NOT EXISTS reference")
+        con.execute(
+            f"CREATE OR REPLACE TABLE {RUN_CONTEXT} AS SELECT CAST(? AS TIMESTAMP) AS as_of",
+            [as_of],
+        )
+    dbt_vars = json.dumps(
+        {"warehouse": warehouse.database, "memory_limit": warehouse.memory_limit}, sort_keys=True
+    )
+    digest = hashlib.sha256(dbt_vars.encode()).hexdigest()[:12]
+    return ["--vars", dbt_vars], Path(project.target_path) / f"warehouse-{digest}"
+
+
 def dbt_executable() -> str:
     """The dbt installed beside this interpreter, so an unactivated venv works too."""
     beside = Path(sys.executable).parent / "dbt"
@@ -123,7 +149,14 @@ def build_dbt_assets(
     """Two dbt steps: the models up to the marts, then the semantic layer's tables, which read
     the marts the model fits write in between."""
     return [
-        _dbt_step(project, catalog, "cross_sell_dbt_models", on_test_results, exclude=SEMANTIC_TAG),
+        _dbt_step(
+            project,
+            catalog,
+            "cross_sell_dbt_models",
+            on_test_results,
+            # the sources' tests run once, in their own op (quality/dbt_sources.py)
+            exclude=f"{SEMANTIC_TAG} source:*",
+        ),
         _dbt_step(
             project, catalog, "semantic_layer_dbt_models", on_test_results, select=SEMANTIC_TAG
         ),
@@ -154,13 +187,10 @@ def _dbt_step(
         warehouse: Warehouse,
         reference_time: ReferenceTime,
     ):
-        dbt_vars = {
-            "as_of": reference_time.resolve(context).isoformat(sep=" "),
-            "warehouse": warehouse.database,
-            "memory_limit": warehouse.memory_limit,
-        }
+        dbt_vars, target_path = prepare_dbt_run(warehouse, reference_time.resolve(context), project)
         results: list[dg.AssetCheckResult] = []
-        for event in dbt.cli(["build", "--vars", json.dumps(dbt_vars)], context=context).stream():
+        build = dbt.cli(["build", *dbt_vars], context=context, target_path=target_path)
+        for event in build.stream():
             if isinstance(event, dg.AssetCheckResult):
                 event = _with_category(event, categories)
                 results.append(event)

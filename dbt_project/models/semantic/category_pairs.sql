@@ -8,5 +8,5 @@ select
     confidence,
     lift,
     pair_count,
-    cast(cast('{{ var("as_of") }}' as timestamp) as date) as as_of_date
+    cast({{ as_of() }} as date) as as_of_date
 from {{ ref('category_affinity') }}
