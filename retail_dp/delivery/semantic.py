@@ -6,9 +6,12 @@ meta. Every query is compiled to SQL by MetricFlow; values are never part of the
 from __future__ import annotations
 
 import json
+import logging
+import queue
 import re
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,11 +24,24 @@ from metricflow_semantics.model.dbt_manifest_parser import (
 )
 from metricflow_semantics.model.semantic_manifest_lookup import SemanticManifestLookup
 
+logger = logging.getLogger(__name__)
+
 GRANULARITIES = ("day", "week", "month", "quarter", "year")
+COMPILE_CACHE = 512  # compiled query shapes kept
+COMPILERS = 3  # MetricFlow engines: new shapes compile side by side, never behind one lock
 
 
 class SemanticError(ValueError):
     """A query the semantic model cannot answer; the message says why (HTTP 400)."""
+
+
+class CannotCombine(SemanticError):
+    """MetricFlow found no way to answer the members together. The message is ours; the
+    engine's own text (its internal names) stays in `detail`, for the server's log only."""
+
+    def __init__(self, detail: str):
+        super().__init__("the semantic model cannot answer these members together")
+        self.detail = detail
 
 
 class _Named:
@@ -102,11 +118,40 @@ class _CompileOnly:
         return f"${bind_parameter_key}"
 
 
+class _Compilers:
+    """A few MetricFlow engines, each used by one thread at a time (the engine is not
+    documented as thread-safe): a slow compile holds one engine, not every caller."""
+
+    def __init__(self, make: Callable[[], MetricFlowEngine], size: int):
+        self._make = make
+        self._idle: queue.LifoQueue[MetricFlowEngine] = queue.LifoQueue()
+        self._made = 0
+        self._size = size
+        self._lock = threading.Lock()
+
+    def explain(self, request: MetricFlowQueryRequest) -> str:
+        engine = self._take()
+        try:
+            return engine.explain(request).sql_statement.sql
+        finally:
+            self._idle.put(engine)
+
+    def _take(self) -> MetricFlowEngine:
+        try:
+            return self._idle.get_nowait()
+        except queue.Empty:
+            pass
+        with self._lock:
+            grow = self._made < self._size
+            self._made += grow
+        return self._make() if grow else self._idle.get()
+
+
 @dataclass
 class SemanticModel:
     tables: dict[str, Table]
     database: str  # the catalog MetricFlow's SQL names; the snapshot is attached under it
-    engine: MetricFlowEngine = field(repr=False)
+    compilers: _Compilers = field(repr=False)
     _cache: OrderedDict = field(default_factory=OrderedDict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -172,8 +217,11 @@ class SemanticModel:
         if len(databases) != 1:
             raise ValueError(f"the semantic models span several databases: {sorted(databases)}")
         manifest = parse_manifest_from_dbt_generated_manifest(semantic_path.read_text())
-        engine = MetricFlowEngine(SemanticManifestLookup(manifest), _CompileOnly())
-        return cls(tables=tables, database=databases.pop(), engine=engine)
+
+        def engine() -> MetricFlowEngine:
+            return MetricFlowEngine(SemanticManifestLookup(manifest), _CompileOnly())
+
+        return cls(tables=tables, database=databases.pop(), compilers=_Compilers(engine, COMPILERS))
 
     # -- members -------------------------------------------------------------------------
 
@@ -212,7 +260,10 @@ class SemanticModel:
     def compile(self, measures: list[str], group_by: list[str], where: list[str]) -> str:
         """MetricFlow's SQL for the query's shape: metrics by MetricFlow group-by names, with
         MetricFlow filters whose values are `$pN` placeholders, so one shape compiles once
-        whatever the values. Output columns are named after the metrics and group-bys."""
+        whatever the values. Output columns are named after the metrics and group-bys.
+
+        The lock guards only the cache; compiling runs outside it, on one of a few engines,
+        and its cost is bounded by the query limits (`query.QueryLimits`)."""
         key = (tuple(measures), tuple(group_by), tuple(where))
         with self._lock:
             if key in self._cache:
@@ -222,13 +273,13 @@ class SemanticModel:
             metric_names=measures, group_by_names=group_by, where_constraints=where or None
         )
         try:
-            with self._lock:  # MetricFlow's engine is not documented as thread-safe
-                sql = self.engine.explain(request).sql_statement.sql
-        except Exception as exc:  # MetricFlow's own errors name the member that cannot join
-            raise SemanticError(_first_line(exc)) from exc
+            sql = self.compilers.explain(request)
+        except Exception as exc:  # MetricFlow's errors name its internals: keep them inside
+            logger.info("MetricFlow cannot compile %s by %s: %s", measures, group_by, exc)
+            raise CannotCombine(_first_line(exc)) from exc
         with self._lock:
             self._cache[key] = sql
-            while len(self._cache) > 512:
+            while len(self._cache) > COMPILE_CACHE:
                 self._cache.popitem(last=False)
         return sql
 

@@ -52,6 +52,9 @@ def publish(
     point CURRENT at it. Returns the file and what it holds."""
     snapshots = target / "snapshots"
     snapshots.mkdir(parents=True, exist_ok=True)
+    # snapshots hold unmasked PII: owner-only, whatever the umask
+    for folder in (target, snapshots):
+        folder.chmod(0o700)
     published_at = datetime.now(UTC).replace(tzinfo=None)
     snapshot_id = f"{published_at:%Y%m%dT%H%M%S}-{run_id[:8]}-{uuid.uuid4().hex[:4]}"
     final = snapshots / f"{snapshot_id}.duckdb"
@@ -93,6 +96,7 @@ def publish(
         partial.unlink(missing_ok=True)
         raise
     con.execute(f"DETACH {alias}")
+    partial.chmod(0o600)
     with open(partial, "rb") as f:
         os.fsync(f.fileno())
     os.replace(partial, final)
@@ -126,12 +130,18 @@ def current_name(target: Path) -> str | None:
 
 
 class Snapshot:
-    """One published file, opened read-only under the catalog name the SQL expects."""
+    """One published file, opened read-only under the catalog name the SQL expects.
 
-    def __init__(self, path: Path, database: str):
+    DuckDB's memory for all of its queries is bounded and nothing spills to disk (no temp
+    directory): a query that needs more is refused, it never takes the machine."""
+
+    def __init__(self, path: Path, database: str, memory_limit: str = "1GB", threads: int = 2):
         self.path = path
         self.database = database
-        self.con = duckdb.connect(":memory:", config={"threads": 2})
+        self.con = duckdb.connect(
+            ":memory:",
+            config={"threads": threads, "memory_limit": memory_limit, "temp_directory": ""},
+        )
         self.con.execute(f"ATTACH '{path}' AS \"{database}\" (READ_ONLY)")
         self.con.execute(f'USE "{database}"')
         raw = self.con.execute("SELECT info FROM published.snapshot").fetchall()[0][0]
@@ -156,9 +166,11 @@ class SnapshotReader:
     """The service's view of the published directory: the current snapshot, reopened when the
     pointer moves. Callers take `current()` once per request and use only that."""
 
-    def __init__(self, target: Path, database: str):
+    def __init__(self, target: Path, database: str, memory_limit: str = "1GB", threads: int = 2):
         self.target = target
         self.database = database
+        self.memory_limit = memory_limit
+        self.threads = threads
         self._lock = threading.Lock()
         self._snapshot: Snapshot | None = None
         self._name: str | None = None
@@ -169,15 +181,18 @@ class SnapshotReader:
         if name is None:
             if self._snapshot is not None:
                 return self._snapshot  # the pointer vanished: keep serving what we have
-            raise NoSnapshot(
-                f"{self.target}: nothing published yet; run `retail-dp run` (or make run)"
-            )
+            raise NoSnapshot("nothing published yet; run `retail-dp run` (or make run)")
         if name == self._name and self._snapshot is not None:
             return self._snapshot
         with self._lock:
             if name != self._name and name != self._broken:
                 try:
-                    opened = Snapshot(self.target / "snapshots" / name, self.database)
+                    opened = Snapshot(
+                        self.target / "snapshots" / name,
+                        self.database,
+                        self.memory_limit,
+                        self.threads,
+                    )
                 except (duckdb.Error, OSError, KeyError, IndexError, TypeError) as exc:
                     # keep serving the snapshot we have; try the broken one no more
                     self._broken = name
