@@ -28,7 +28,15 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, warehouse: Path, audit_log: Path):
+    """`retail-dp serve --demo` on a free loopback port; `env` sets limits (RETAIL_DP_*)."""
+
+    def __init__(
+        self,
+        warehouse: Path,
+        audit_log: Path,
+        env: dict[str, str] | None = None,
+        args: tuple[str, ...] = ("--demo",),
+    ):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.audit_log = audit_log
@@ -37,11 +45,13 @@ class Server:
             "RETAIL_DP_JWT_SECRET": JWT_SECRET,
             "RETAIL_DP_AUDIT_LOG": str(audit_log),
             "RETAIL_DP_MASKING_SALT": "test-salt",
+            **(env or {}),
         }
-        self.log = open(audit_log.parent / f"server-{self.port}.log", "w")  # noqa: SIM115
+        self.output = audit_log.parent / f"server-{self.port}.log"
+        self.log = open(self.output, "w")  # noqa: SIM115
         self.process = subprocess.Popen(
             [sys.executable, "-m", "retail_dp.cli", "serve", "--warehouse", str(warehouse)]
-            + ["--port", str(self.port)],
+            + ["--port", str(self.port), *args],
             env=env,
             stdout=self.log,
             stderr=subprocess.STDOUT,
@@ -49,9 +59,7 @@ class Server:
         deadline = time.monotonic() + 90
         while True:
             if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"server exited: {(audit_log.parent / f'server-{self.port}.log').read_text()}"
-                )
+                raise RuntimeError(f"server exited: {self.output.read_text()}")
             try:
                 if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
                     break
@@ -61,10 +69,20 @@ class Server:
                 raise TimeoutError("the delivery service did not start within 90 s")
             time.sleep(0.3)
 
-    def client(self, who: str | None = None, token: str | None = None) -> httpx.Client:
+    def client(
+        self, who: str | None = None, token: str | None = None, source: str | None = None
+    ) -> httpx.Client:
+        """A client as `who` (a demo caller) or with `token`; `source` is a loopback address
+        to connect from (127.0.0.2, ...), so the server sees another client."""
         token = token or (KEYS[who] if who else None)
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=30)
+        transport = httpx.HTTPTransport(local_address=source) if source else None
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30, transport=transport)
+
+    def audit(self) -> list[dict]:
+        import json
+
+        return [json.loads(x) for x in self.audit_log.read_text().splitlines() if x]
 
     def stop(self) -> None:
         self.process.terminate()

@@ -3,10 +3,8 @@ DeliveryService. Every request, whatever its outcome, is written to the audit lo
 
 import json
 import tempfile
-import time
-import uuid
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import duckdb
 import pandas as pd
@@ -14,19 +12,35 @@ import strawberry
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ValidationError, WithJsonSchema
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from strawberry.extensions import MaxAliasesLimiter
+from strawberry.extensions import MaskErrors, MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
 from strawberry.fastapi import GraphQLRouter
 from strawberry.scalars import JSON
 
 from retail_dp import __version__
+from retail_dp.delivery.gate import Gate, Sequencer
+from retail_dp.delivery.limits import TooMany
 from retail_dp.delivery.policies import Caller, Forbidden, Unauthorized
 from retail_dp.delivery.query import DEFAULT_LIMIT, MAX_LIMIT, LoadQuery
 from retail_dp.delivery.semantic import SemanticError
-from retail_dp.delivery.service import DeliveryService, LoadResult
+from retail_dp.delivery.service import DeliveryService, LoadResult, QueryTimeout, ServiceBusy
 from retail_dp.delivery.snapshots import NoSnapshot
+from retail_dp.descriptors import (
+    ArchitectureSlos,
+    GovernanceSlos,
+    LandingInput,
+    Metric,
+    Output,
+    Person,
+    ProductInput,
+    Refresh,
+    Slo,
+    SloCategory,
+    Tags,
+    UseCase,
+)
 
 HUB_DIR = Path(__file__).parent / "hub"
 
@@ -38,11 +52,21 @@ passed. Authenticate with `Authorization: Bearer <API key or JWT>`. What a calle
 PII is masked and which rows are in scope follow the caller's groups.
 
 `/v1/load` returns at most `limit` rows (default {DEFAULT_LIMIT}, max {MAX_LIMIT}); page with
-`offset`.
+`offset`. A query has a deadline (504 past it) and size limits (400 naming the limit); a
+caller has a share of concurrent queries and query time (429 past it).
 """
 
 
 # -- response models (the OpenAPI contract) ---------------------------------------------------
+
+# a cell of a result row: rows are keyed by the members asked for, so their keys are dynamic,
+# their values are not (validated by the contract tests, not per cell at run time)
+Cell = Annotated[
+    Any,
+    WithJsonSchema(
+        {"anyOf": [{"type": "string"}, {"type": "number"}, {"type": "boolean"}, {"type": "null"}]}
+    ),
+]
 
 
 class SnapshotRef(BaseModel):
@@ -52,19 +76,194 @@ class SnapshotRef(BaseModel):
     run_id: str
 
 
+class MemberInfo(BaseModel):
+    name: str | None = None
+    title: str
+    description: str
+    type: Literal["string", "time", "number"]
+    pii: bool | None = None
+    masking: str | None = None
+    granularities: list[str] | None = None
+    unit: str | None = None
+    kind: str | None = None
+
+
+class SegmentInfo(BaseModel):
+    name: str
+    title: str
+    description: str
+
+
+class TableInfo(BaseModel):
+    name: str
+    title: str
+    description: str
+    dimensions: list[MemberInfo]
+    measures: list[MemberInfo]
+    segments: list[SegmentInfo]
+    rowsAvailable: bool | None = None
+
+
+class Annotation(BaseModel):
+    measures: dict[str, MemberInfo]
+    dimensions: dict[str, MemberInfo]
+    timeDimensions: dict[str, MemberInfo]
+
+
 class LoadResponse(BaseModel):
     query: LoadQuery
-    data: list[dict[str, Any]]
-    annotation: dict[str, dict[str, dict[str, Any]]]
+    data: list[dict[str, Cell]]
+    annotation: Annotation
     masked: dict[str, str]
     snapshot: SnapshotRef
     rows: int
 
 
+class CallerInfo(BaseModel):
+    name: str
+    groups: list[str]
+
+
 class MetaResponse(BaseModel):
-    caller: dict[str, Any]
-    tables: list[dict[str, Any]]
-    rowFilter: str | None
+    caller: CallerInfo
+    tables: list[TableInfo]
+    rowFilter: str | None = None
+
+
+class GroupInfo(BaseModel):
+    name: str
+    description: str
+    members: list[str]
+    exclude: list[str]
+    masking: dict[str, str]
+    row_filter: str | None = None
+
+
+class DefinitionsResponse(BaseModel):
+    data_product: str
+    tables: list[TableInfo]
+    groups: list[GroupInfo]
+
+
+class Health(BaseModel):
+    status: Literal["ok", "no snapshot"]
+    snapshot: str | None = None
+    as_of: str | None = None
+    detail: str | None = None
+
+
+class RefreshInfo(BaseModel):
+    snapshot_id: str
+    run_id: str
+    as_of: str
+    published_at: str
+
+
+class CheckRun(BaseModel):
+    run_id: str
+    at: float | None = None
+    status: str
+    measured: str
+
+
+class CheckResult(BaseModel):
+    asset: str
+    check: str
+    category: str
+    measured: str
+    target: str
+    severity: str
+    status: str
+    evaluated_at: float | None = None
+    history: list[CheckRun]
+
+
+class SloTally(BaseModel):
+    passed: int
+    failed: int
+    warned: int
+
+
+class Incident(BaseModel):
+    opened_at: Cell = None
+    last_seen_at: Cell = None
+    occurrences: int
+    asset: str
+    check_name: str
+    slo_category: str | None = None
+    severity: str | None = None
+    measured: Cell = None
+    target: Cell = None
+    comparison: str | None = None
+
+
+class AttainmentRow(BaseModel):
+    category: str
+    runs: int
+    evaluations: int
+    passed: int
+    share: float | None = None
+    objective: float
+    met: bool | None = None
+
+
+class ServiceLevelRow(BaseModel):
+    kind: Literal["architecture", "governance"]
+    name: str
+    measured: float | None = None
+    target: float
+    comparison: Literal[">=", "<="]
+    unit: str
+    met: bool | None = None
+    detail: str
+
+
+class ProductStatus(BaseModel):
+    last_refresh: RefreshInfo | None = None
+    slo: dict[str, SloTally]
+    checks: list[CheckResult]
+    open_incidents: list[Incident] = []
+    slo_attainment: list[AttainmentRow] | None = None
+    model_quality: dict[str, Cell] | None = None
+    service_levels: list[ServiceLevelRow] | None = None
+
+
+class LineageInput(BaseModel):
+    kind: Literal["landing", "data_product"]
+    location: str | None = None
+    name: str | None = None
+
+
+class Lineage(BaseModel):
+    inputs: list[LineageInput]
+    outputs: list[str]
+    assets: list[str]
+
+
+class PublicProduct(BaseModel):
+    """What the public catalogue shows of a data product (see the README, "The public
+    catalogue"): the descriptor without its alert webhooks or landing contracts, and its
+    status as aggregates."""
+
+    name: str
+    title: str
+    version: str
+    domain: str
+    kind: str
+    description: str
+    owner: Person
+    collaborators: list[Person]
+    tags: Tags
+    use_cases: list[UseCase]
+    metrics: list[Metric]
+    inputs: list[LandingInput | ProductInput]
+    outputs: list[Output]
+    slos: dict[SloCategory, Slo]
+    refresh: Refresh
+    architecture_slos: ArchitectureSlos | None = None
+    governance_slos: GovernanceSlos | None = None
+    status: ProductStatus
+    lineage: Lineage
 
 
 class ErrorResponse(BaseModel):
@@ -72,12 +271,20 @@ class ErrorResponse(BaseModel):
     status: int
 
 
+def _error(description: str) -> dict:
+    return {"model": ErrorResponse, "description": description}
+
+
 ERRORS = {
-    400: {"model": ErrorResponse, "description": "A query the model cannot answer"},
-    401: {"model": ErrorResponse, "description": "No or unknown credentials"},
-    403: {"model": ErrorResponse, "description": "A member or rows the caller may not see"},
-    503: {"model": ErrorResponse, "description": "Nothing published yet"},
+    400: _error("A query the model cannot answer, over a size limit, or with NaN/Infinity"),
+    401: _error("No or unknown credentials"),
+    403: _error("A member or rows the caller may not see"),
+    413: _error("The request body is over the size limit"),
+    429: _error("Too many failed sign-ins from this client, or the caller is over its share"),
+    503: _error("Nothing published yet, or no memory for this query now"),
+    504: _error("The query ran past its deadline and was stopped"),
 }
+PUBLIC_ERRORS = {413: ERRORS[413]}
 
 
 # the service's refusals, as HTTP statuses (REST answers with them; GraphQL audits them)
@@ -85,63 +292,61 @@ REFUSALS: dict[type[Exception], int] = {
     SemanticError: 400,
     Unauthorized: 401,
     Forbidden: 403,
+    TooMany: 429,
     NoSnapshot: 503,
+    ServiceBusy: 503,
+    QueryTimeout: 504,
 }
 
 
-def identify(service: DeliveryService, request: Request) -> Caller:
-    """The caller behind `Authorization: Bearer <API key or JWT>`, noted in the audit entry."""
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    found = service.policies.authenticate(token.strip() if scheme.lower() == "bearer" else None)
-    request.state.audit.update({"caller": found.name, "groups": list(found.groups)})
+def refusal_status(exc: Exception) -> int:
+    return next(status for kind, status in REFUSALS.items() if isinstance(exc, kind))
+
+
+def identified(request: Request) -> Caller:
+    """The caller the gate authenticated (every protected path passes it first)."""
+    found = getattr(request.state, "caller", None)
+    if found is None:
+        raise Unauthorized("credentials required: Authorization: Bearer <API key or JWT>")
     return found
 
 
 def asked(query: LoadQuery) -> dict:
-    """What a load asked for, as the audit log records it."""
-    return {
-        "members": [*query.measures, *query.dimensions]
-        + [t.dimension for t in query.timeDimensions],
-        "filters": [f.model_dump() for f in query.filters],
-        "segments": query.segments,
-    }
+    """What a load asked for, as the audit log records it: the whole normalized query."""
+    normalized = query.model_dump(mode="json")
+    normalized["limit"] = query.limit or DEFAULT_LIMIT
+    return {"query": normalized}
 
 
 def answered(result: LoadResult) -> dict:
     return {"rows": result.rows, "snapshot": result.snapshot["id"], "sql_ms": result.sql_ms}
 
 
+# a text cell that a spreadsheet would run as a formula is written with a leading quote
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n")
+
+
+def csv_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    safe = frame.copy()
+    for column in safe.columns:
+        safe[column] = safe[column].map(
+            lambda v: "'" + v if isinstance(v, str) and v.startswith(FORMULA_START) else v
+        )
+    return safe
+
+
 def create_app(service: DeliveryService) -> FastAPI:
+    # no /docs or /redoc: their pages load scripts from a CDN; the contract is /openapi.json
     app = FastAPI(
         title="retail_dp delivery service",
         version=__version__,
         description=DESCRIPTION,
-        responses={401: ERRORS[401]},
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.service = service
-
-    @app.middleware("http")
-    async def audit(request: Request, call_next):
-        request.state.audit = {}
-        started = time.perf_counter()
-        try:
-            response = await call_next(request)
-        except Exception as exc:  # an unexpected error is a 500, and audited like any other
-            request.state.audit["error"] = f"{type(exc).__name__}: {exc}"
-            response = JSONResponse({"error": "internal error", "status": 500}, status_code=500)
-        entry = {
-            "time": service.now(),
-            "request_id": uuid.uuid4().hex,
-            "method": request.method,
-            "path": request.url.path,
-            "status": response.status_code,
-            "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-            **request.state.audit,
-        }
-        entry.setdefault("caller", None)
-        service.audit.record(entry)
-        response.headers["X-Request-Id"] = entry["request_id"]
-        return response
+    app.state.sequencer = Sequencer()
+    app.add_middleware(Gate, service=service, limits=service.limits, sequencer=app.state.sequencer)
 
     def error(status: int, message: str) -> JSONResponse:
         return JSONResponse({"error": message, "status": status}, status_code=status)
@@ -153,18 +358,17 @@ def create_app(service: DeliveryService) -> FastAPI:
 
     async def refused(request: Request, exc: Exception):
         request.state.audit["error"] = str(exc)
-        response = error(REFUSALS[type(exc)], str(exc))
+        response = error(refusal_status(exc), str(exc))
         if isinstance(exc, Unauthorized):
             response.headers["WWW-Authenticate"] = "Bearer"
+        if isinstance(exc, TooMany):
+            response.headers["Retry-After"] = str(exc.retry_after)
         return response
 
     for refusal in REFUSALS:
         app.add_exception_handler(refusal, refused)
 
-    def caller(request: Request) -> Caller:
-        return identify(service, request)
-
-    CallerDep = Annotated[Caller, Depends(caller)]
+    CallerDep = Annotated[Caller, Depends(identified)]
 
     def run_load(request: Request, who: Caller, query: LoadQuery) -> LoadResult:
         request.state.audit.update(asked(query))
@@ -172,8 +376,16 @@ def create_app(service: DeliveryService) -> FastAPI:
         request.state.audit.update(answered(result))
         return result
 
-    @app.get("/health", tags=["service"], summary="Liveness and the snapshot being served")
-    def health() -> dict[str, Any]:
+    @app.get(
+        "/health",
+        response_model=Health,
+        response_model_exclude_none=True,
+        tags=["service"],
+        summary="Liveness and the snapshot being served",
+        responses=PUBLIC_ERRORS,
+    )
+    async def health() -> dict[str, Any]:
+        # on the event loop, never behind the query threads: it answers while queries run
         try:
             info = service.reader.current().info
             return {"status": "ok", "snapshot": info.snapshot_id, "as_of": info.as_of}
@@ -183,6 +395,7 @@ def create_app(service: DeliveryService) -> FastAPI:
     @app.get(
         "/v1/meta",
         response_model=MetaResponse,
+        response_model_exclude_none=True,
         tags=["semantic model"],
         summary="The semantic model as the caller may see it",
         responses=ERRORS,
@@ -193,6 +406,7 @@ def create_app(service: DeliveryService) -> FastAPI:
     @app.post(
         "/v1/load",
         response_model=LoadResponse,
+        response_model_exclude_none=True,
         tags=["semantic model"],
         summary="Query measures by dimensions, with filters, segments, order and paging",
         responses=ERRORS,
@@ -212,11 +426,18 @@ def create_app(service: DeliveryService) -> FastAPI:
         "/v1/export",
         tags=["semantic model"],
         summary="The same query as /v1/load, as a CSV or Parquet file",
+        response_class=Response,
         responses={
             **ERRORS,
             200: {
-                "content": {"text/csv": {}, "application/vnd.apache.parquet": {}},
-                "description": "The rows, masked as in /v1/load",
+                "content": {
+                    "text/csv": {"schema": {"type": "string"}},
+                    "application/vnd.apache.parquet": {
+                        "schema": {"type": "string", "format": "binary"}
+                    },
+                },
+                "description": "The rows, masked as in /v1/load; in CSV, a text cell that "
+                "starts with = + - @ or a control character is written with a leading '",
             },
         },
     )
@@ -231,7 +452,7 @@ def create_app(service: DeliveryService) -> FastAPI:
         name = f"retail_dp_{result.snapshot['id']}"
         if format == "csv":
             return Response(
-                frame.to_csv(index=False),
+                csv_safe(frame).to_csv(index=False),
                 media_type="text/csv",
                 headers={"Content-Disposition": f'attachment; filename="{name}.csv"'},
             )
@@ -243,8 +464,11 @@ def create_app(service: DeliveryService) -> FastAPI:
 
     @app.get(
         "/v1/definitions",
+        response_model=DefinitionsResponse,
+        response_model_exclude_none=True,
         tags=["semantic model"],
         summary="The whole semantic model and the access groups, without data (no sign-in)",
+        responses=PUBLIC_ERRORS,
     )
     def definitions(request: Request) -> dict[str, Any]:
         request.state.audit["members"] = ["definitions"]
@@ -252,8 +476,11 @@ def create_app(service: DeliveryService) -> FastAPI:
 
     @app.get(
         "/v1/data-products",
+        response_model=list[PublicProduct],
+        response_model_exclude_none=True,
         tags=["data products"],
         summary="Every data product with its live status: last refresh, SLO results, lineage",
+        responses=PUBLIC_ERRORS,
     )
     def data_products(request: Request) -> list[dict[str, Any]]:
         request.state.audit["members"] = ["data-products"]
@@ -261,9 +488,11 @@ def create_app(service: DeliveryService) -> FastAPI:
 
     @app.get(
         "/v1/data-products/{name}",
+        response_model=PublicProduct,
+        response_model_exclude_none=True,
         tags=["data products"],
         summary="One data product with its live status",
-        responses={404: {"model": ErrorResponse}},
+        responses={**PUBLIC_ERRORS, 404: _error("No data product of that name")},
     )
     def data_product(request: Request, name: str) -> dict[str, Any]:
         request.state.audit["members"] = [f"data-products/{name}"]
@@ -274,10 +503,17 @@ def create_app(service: DeliveryService) -> FastAPI:
 
     mount_hub(app)
 
-    # GraphQL's contract is its own schema (docs/schema.graphql), not the OpenAPI document
-    # no websocket protocols: the schema has no subscriptions, and every request is audited
+    # GraphQL's contract is its own schema (docs/schema.graphql), not the OpenAPI document.
+    # No IDE page (GraphiQL loads from a CDN), no queries over GET, no websockets: the schema
+    # has no subscriptions, and every request passes the gate and is audited
     app.include_router(
-        GraphQLRouter(build_schema(service), path="/graphql", subscription_protocols=()),
+        GraphQLRouter(
+            build_schema(service),
+            path="/graphql",
+            graphql_ide=None,
+            allow_queries_via_get=False,
+            subscription_protocols=(),
+        ),
         include_in_schema=False,
     )
     return app
@@ -443,8 +679,10 @@ def _to_query(q: LoadInput) -> LoadQuery:
 
 
 def build_schema(service: DeliveryService) -> strawberry.Schema:
+    limits = service.limits
+
     def who(info: strawberry.Info) -> Caller:
-        return identify(service, info.context["request"])
+        return identified(info.context["request"])
 
     def audited(info: strawberry.Info, call, field: dict | None = None):
         """GraphQL answers 200 with errors; the audit log still gets the refusal and why."""
@@ -455,7 +693,7 @@ def build_schema(service: DeliveryService) -> strawberry.Schema:
             if field is not None:
                 field["error"] = f"{type(exc).__name__}: {exc}"
             audit["error"] = f"{type(exc).__name__}: {exc}"
-            audit["graphql_status"] = REFUSALS[type(exc)]
+            audit["graphql_status"] = refusal_status(exc)
             raise
 
     def member(d: dict) -> Member:
@@ -495,13 +733,13 @@ def build_schema(service: DeliveryService) -> strawberry.Schema:
         async def load(self, info: strawberry.Info, query: LoadInput) -> LoadOutput:
             caller = audited(info, lambda: who(info))
             parsed = audited(info, lambda: _to_query(query))
-            field = asked(parsed)
+            field = asked(parsed)["query"]
             # one entry per load field: a request may alias several
             info.context["request"].state.audit.setdefault("fields", []).append(field)
             result = await run_in_threadpool(
                 audited, info, lambda: service.load(caller, parsed), field
             )
-            field.update(answered(result))
+            field["answer"] = answered(result)
             return LoadOutput(
                 data=result.data,
                 rows=result.rows,
@@ -511,8 +749,23 @@ def build_schema(service: DeliveryService) -> strawberry.Schema:
             )
 
         @strawberry.field(description="Every data product with its live status.")
-        def data_products(self) -> list[JSON]:
-            return service.data_products()
+        async def data_products(self) -> list[JSON]:
+            return await run_in_threadpool(service.data_products)
 
-    # at most 5 aliased fields a request: one request cannot fan out into many queries
-    return strawberry.Schema(query=Query, extensions=[MaxAliasesLimiter(max_alias_count=5)])
+    def masked(error) -> bool:
+        """Only the service's own refusals and GraphQL's validation reach the caller; any other
+        error (an engine's, say) is masked as 'Unexpected error.'"""
+        original = getattr(error, "original_error", None)
+        return original is not None and not isinstance(original, tuple(REFUSALS))
+
+    # the gate caps the document's bytes; these cap its tokens (parsing stops there), its
+    # depth and its aliases (one request cannot fan out into many queries)
+    return strawberry.Schema(
+        query=Query,
+        extensions=[
+            MaxTokensLimiter(max_token_count=limits.graphql_max_tokens),
+            QueryDepthLimiter(max_depth=limits.graphql_max_depth),
+            MaxAliasesLimiter(max_alias_count=limits.graphql_max_aliases),
+            MaskErrors(should_mask_error=masked),
+        ],
+    )

@@ -13,6 +13,7 @@ import fnmatch
 import hashlib
 import hmac
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
@@ -24,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from retail_dp.delivery.semantic import Dimension, SemanticModel
 
 MASKINGS = ("none", "partial", "hash", "redact")  # lightest first
+MIN_JWT_SECRET_BYTES = 32  # HS256 wants a key at least as long as its 256-bit output
 Masking = Literal["none", "partial", "hash", "redact"]
 
 
@@ -64,6 +66,8 @@ class CallerEntry(_Strict):
     name: str
     groups: list[str] = Field(min_length=1)
     api_key_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    # a demo caller (its key is published in the README): enabled only by `serve --demo`
+    demo: bool = False
 
 
 class JwtSettings(_Strict):
@@ -72,6 +76,8 @@ class JwtSettings(_Strict):
     issuer: str | None = None
     audience: str | None = None
     groups_claim: str = "groups"
+    # a token may live at most this long (exp - iat; exp - now when it has no iat)
+    max_lifetime_minutes: Annotated[int, Field(ge=1, le=24 * 60)] = 60
 
 
 class PolicyFile(_Strict):
@@ -95,9 +101,13 @@ def hash_key(api_key: str) -> str:
 class Policies:
     file: PolicyFile
     source: Path
+    demo: bool = False  # whether the demo callers were enabled
+    jwt_secret: str | None = None
 
     @classmethod
-    def load(cls, path: Path) -> Policies:
+    def load(cls, path: Path, demo: bool = False, serving: bool = True) -> Policies:
+        """The policy file; its demo callers only when `demo`. To serve, a JWT secret in the
+        environment shorter than MIN_JWT_SECRET_BYTES is refused (PolicyError)."""
         try:
             raw = yaml.safe_load(path.read_text())
             parsed = PolicyFile.model_validate(raw)
@@ -111,7 +121,16 @@ class Policies:
             unknown = set(caller.groups) - set(parsed.groups)
             if unknown:
                 raise PolicyError(f"{path}: caller {caller.name!r} names unknown groups {unknown}")
-        return cls(parsed, path)
+        if not demo:
+            kept = [c for c in parsed.callers if not c.demo]
+            parsed = parsed.model_copy(update={"callers": kept})
+        secret = os.environ.get(parsed.jwt.secret_env) or None
+        if serving and secret is not None and len(secret.encode()) < MIN_JWT_SECRET_BYTES:
+            raise PolicyError(
+                f"${parsed.jwt.secret_env} has {len(secret.encode())} bytes; a JWT secret needs "
+                f"at least {MIN_JWT_SECRET_BYTES} (e.g. `openssl rand -hex 32`)"
+            )
+        return cls(parsed, path, demo=demo, jwt_secret=secret)
 
     def check_members(self, model: SemanticModel) -> None:
         """Every glob and row filter must name something in the model, or the file is wrong."""
@@ -143,20 +162,28 @@ class Policies:
 
     def _from_jwt(self, token: str) -> Caller:
         settings = self.file.jwt
-        secret = os.environ.get(settings.secret_env)
-        if not secret:
-            raise Unauthorized(f"JWTs are not accepted: {settings.secret_env} is not set")
+        if not self.jwt_secret:
+            raise Unauthorized("JWTs are not accepted by this service")
         try:
             claims = jwt.decode(
                 token,
-                secret,
+                self.jwt_secret,
                 algorithms=list(settings.algorithms),
                 issuer=settings.issuer,
                 audience=settings.audience,
                 options={"require": ["exp", "sub"]},
             )
-        except jwt.PyJWTError as exc:
-            raise Unauthorized(f"invalid token: {exc}") from exc
+        except jwt.ExpiredSignatureError:
+            raise Unauthorized("invalid token: it has expired") from None
+        except jwt.PyJWTError:
+            raise Unauthorized("invalid token") from None
+        issued = claims.get("iat", time.time())
+        if not isinstance(issued, int | float) or claims["exp"] - issued > 60 * (
+            settings.max_lifetime_minutes
+        ):
+            raise Unauthorized(
+                f"invalid token: it lives longer than {settings.max_lifetime_minutes} minutes"
+            )
         groups = claims.get(settings.groups_claim) or []
         if not isinstance(groups, list):
             raise Unauthorized(f"claim {settings.groups_claim!r} must be a list")

@@ -4,11 +4,12 @@ and run on the published snapshot, PII masked, every request audited."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -16,10 +17,13 @@ from typing import Any
 
 import duckdb
 
+from retail_dp.delivery.audit import AuditLog
+from retail_dp.delivery.limits import ServiceLimits
 from retail_dp.delivery.policies import Caller, Forbidden, Policies, RowFilter, mask
 from retail_dp.delivery.query import DEFAULT_LIMIT, LoadQuery, Plan, filter_sql, plan_query
 from retail_dp.delivery.semantic import (
     GRANULARITIES,
+    CannotCombine,
     Dimension,
     Measure,
     SemanticError,
@@ -29,6 +33,22 @@ from retail_dp.delivery.semantic import (
 from retail_dp.delivery.snapshots import NoSnapshot, Snapshot, SnapshotReader, published_dir
 from retail_dp.descriptors import Catalog, LandingInput
 from retail_dp.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+class QueryTimeout(Exception):
+    """A query past its deadline, interrupted in DuckDB (HTTP 504)."""
+
+
+class ServiceBusy(Exception):
+    """The service cannot take this query now, e.g. short of memory (HTTP 503)."""
+
+
+def audit_log_path(settings: Settings) -> Path:
+    """$RETAIL_DP_AUDIT_LOG, else `published/audit/access.jsonl` beside the warehouse."""
+    env = os.environ.get("RETAIL_DP_AUDIT_LOG")
+    return Path(env) if env else published_dir(settings.warehouse) / "audit" / "access.jsonl"
 
 
 @dataclass
@@ -51,25 +71,6 @@ class Prepared:
     outputs: list[tuple[str, str]]  # (output column, API member)
     masking: dict[str, str]
     plan: Plan
-
-
-class AuditLog:
-    """Append-only JSON Lines: one record per request, whatever its outcome."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-
-    def record(self, entry: dict) -> None:
-        line = json.dumps(entry, default=str, separators=(",", ":"))
-        with self._lock, open(self.path, "a") as f:
-            f.write(line + "\n")
-
-    def read(self) -> list[dict]:
-        if not self.path.exists():
-            return []
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line]
 
 
 def _salt(path: Path) -> bytes:
@@ -112,19 +113,38 @@ def _json_value(value):
     return value
 
 
+# what the public catalogue leaves out of a descriptor: webhook URLs (they carry tokens) and
+# the landing contracts (internal rules of the source systems)
+PRIVATE_SECTIONS = {"alerts", "contract"}
+# what it shows of a check: its result, not its free-text detail (which may quote data)
+PUBLIC_CHECK_FIELDS = ("asset", "check", "category", "measured", "target", "severity",
+                       "status", "evaluated_at", "history")  # fmt: skip
+
+
 class DeliveryService:
-    def __init__(self, settings: Settings, policies_path: Path | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        policies_path: Path | None = None,
+        demo: bool = False,
+        limits: ServiceLimits | None = None,
+    ):
         self.settings = settings
+        self.limits = limits or ServiceLimits()
         self.catalog = Catalog.load(settings.descriptors_dir)
         self.model = SemanticModel.load(settings.dbt_project_dir / "target")
-        self.policies = Policies.load(policies_path or settings.policies)
+        self.policies = Policies.load(policies_path or settings.policies, demo=demo)
         self.policies.check_members(self.model)
         target = published_dir(settings.warehouse)
-        self.reader = SnapshotReader(target, self.model.database)
+        self.reader = SnapshotReader(
+            target, self.model.database, self.limits.memory_limit, self.limits.duckdb_threads
+        )
         self.audit = AuditLog(
-            Path(os.environ.get("RETAIL_DP_AUDIT_LOG", target / "audit" / "access.jsonl"))
+            audit_log_path(settings), self.limits.audit_max_bytes, self.limits.audit_backups
         )
         self.salt = _salt(target / "masking.salt")
+        self._levels: tuple[float, list[dict]] | None = None
+        self._levels_lock = threading.Lock()
 
     # -- meta ----------------------------------------------------------------------------
 
@@ -239,6 +259,7 @@ class DeliveryService:
         """Everything but running it: grants checked, masked members kept out of filters and
         ordering, the caller's rows applied, compiled by MetricFlow, wrapped with a total
         order and the page. (The delivery benchmark runs this same SQL on DuckDB directly.)"""
+        self.limits.query.check(query)
         plan = plan_query(self.model, query)
         for member in plan.members:
             self.policies.require(caller, member)
@@ -278,23 +299,7 @@ class DeliveryService:
         prepared = self.prepare(caller, query)
         snapshot = self.reader.current()
         started = time.perf_counter()
-        cur = snapshot.cursor()
-        try:
-            rows = cur.execute(prepared.sql, prepared.params or None).fetchall()
-            names = [d[0] for d in cur.description]
-        except (
-            duckdb.ConversionException,
-            duckdb.InvalidInputException,
-            duckdb.OutOfRangeException,
-        ) as exc:
-            first = str(exc).splitlines()[0]
-            raise SemanticError(f"a filter value does not fit its member: {first}") from exc
-        except duckdb.BinderException as exc:
-            raise SemanticError(f"cannot answer this query: {str(exc).splitlines()[0]}") from exc
-        except duckdb.CatalogException as exc:  # a snapshot older than the semantic model
-            raise NoSnapshot(f"the published snapshot lacks a table: {exc}") from exc
-        finally:
-            cur.close()
+        rows, names = self._execute(snapshot, prepared)
         sql_ms = (time.perf_counter() - started) * 1000
         columns = [(names.index(mf), member) for mf, member in prepared.outputs]
         masking = prepared.masking
@@ -314,21 +319,66 @@ class DeliveryService:
             rows=len(data),
         )
 
+    def _execute(self, snapshot: Snapshot, prepared: Prepared) -> tuple[list, list[str]]:
+        """Run the SQL on its own cursor, interrupted at the deadline. DuckDB's messages stay
+        in the server's log; the caller gets what went wrong in the API's terms."""
+        cur = snapshot.cursor()
+        deadline = threading.Timer(self.limits.query_timeout_s, cur.interrupt)
+        deadline.start()
+        try:
+            rows = cur.execute(prepared.sql, prepared.params or None).fetchall()
+            return rows, [d[0] for d in cur.description]
+        except duckdb.InterruptException:
+            raise QueryTimeout(
+                f"the query ran past the {self.limits.query_timeout_s:g} s deadline and was "
+                "stopped; narrow it (fewer members, filters or rows)"
+            ) from None
+        except duckdb.OutOfMemoryException:
+            raise ServiceBusy(
+                "the query needs more memory than the service has free; narrow it or retry"
+            ) from None
+        except (
+            duckdb.ConversionException,
+            duckdb.InvalidInputException,
+            duckdb.OutOfRangeException,
+        ) as exc:
+            logger.info("query refused by DuckDB: %s", exc)
+            raise SemanticError(
+                "a filter value does not fit its member (a number, date or text as the "
+                "member's type requires)"
+            ) from None
+        except duckdb.BinderException as exc:
+            logger.info("query refused by DuckDB: %s", exc)
+            raise SemanticError("cannot answer this combination of members and filters") from None
+        except duckdb.CatalogException as exc:  # a snapshot older than the semantic model
+            logger.error("the snapshot lacks a table: %s", exc)
+            raise NoSnapshot("the published snapshot lacks a table the model needs") from None
+        finally:
+            deadline.cancel()
+            cur.close()
+
     def _compile(self, caller: Caller, plan: Plan) -> str:
         """Compile the plan within the caller's rows; a query the model answers, but not
         within those rows, is refused (403) rather than widened."""
         unrestricted = list(plan.where)
         restricted = self._apply_row_policy(caller, plan)
+        group_by = [mf for mf, _ in plan.group_by]
         try:
-            return self.model.compile(plan.measures, [mf for mf, _ in plan.group_by], plan.where)
-        except SemanticError:
-            if restricted:
-                self.model.compile(plan.measures, [mf for mf, _ in plan.group_by], unrestricted)
-                raise Forbidden(
-                    f"your group's row policy ({self._row_filter_text(caller)}) cannot be "
-                    "applied to this query's members"
-                ) from None
-            raise
+            try:
+                return self.model.compile(plan.measures, group_by, plan.where)
+            except CannotCombine:
+                if restricted:
+                    self.model.compile(plan.measures, group_by, unrestricted)
+                    raise Forbidden(
+                        f"your group's row policy ({self._row_filter_text(caller)}) cannot be "
+                        "applied to this query's members"
+                    ) from None
+                raise
+        except CannotCombine:
+            asked = ", ".join(dict.fromkeys(plan.members))
+            raise SemanticError(
+                f"the semantic model has no way to answer these members together: {asked}"
+            ) from None
 
     def _may_filter(self, caller: Caller, member: str) -> bool:
         dim = self.model.dimension(member)
@@ -401,11 +451,19 @@ class DeliveryService:
             return None
 
     def _product(self, product, snapshot: Snapshot | None) -> dict:
-        described = json.loads(product.model_dump_json(exclude_none=True))
+        """The public catalogue entry (no sign-in): the descriptor without its private
+        sections (PRIVATE_SECTIONS: alert webhooks, landing contracts), and the status as
+        aggregates: when it was refreshed, check results and incidents without their
+        free-text details. No row counts, no data values, no secrets."""
+        described = json.loads(product.model_dump_json(exclude_none=True, exclude=PRIVATE_SECTIONS))
         own_assets = self._assets_of(product, snapshot.info.checks if snapshot else [])
         checks = []
         if snapshot is not None:
-            checks = [c for c in snapshot.info.checks if c["asset"] in own_assets]
+            checks = [
+                {k: v for k, v in c.items() if k in PUBLIC_CHECK_FIELDS}
+                for c in snapshot.info.checks
+                if c["asset"] in own_assets
+            ]
         by_category: dict[str, dict] = {}
         for c in checks:
             entry = by_category.setdefault(c["category"], {"passed": 0, "failed": 0, "warned": 0})
@@ -419,7 +477,9 @@ class DeliveryService:
                 inputs.append({"kind": "data_product", "name": item.data_product})
         refresh = None
         if snapshot is not None:
-            refresh = {k: v for k, v in asdict(snapshot.info).items() if k != "checks"}
+            info = snapshot.info
+            refresh = {"snapshot_id": info.snapshot_id, "run_id": info.run_id,
+                       "as_of": info.as_of, "published_at": info.published_at}  # fmt: skip
         described["status"] = {"last_refresh": refresh, "slo": by_category, "checks": checks}
         if snapshot is not None:
             described["status"].update(self._monitoring(product, snapshot))
@@ -437,7 +497,7 @@ class DeliveryService:
         try:
             found = {"open_incidents": _rows(cur, (
                 "SELECT opened_at, last_seen_at, occurrences, asset, check_name, slo_category, "
-                "severity, measured, target, comparison, detail, run_id FROM monitor.incidents "
+                "severity, measured, target, comparison FROM monitor.incidents "
                 "WHERE status = 'open' AND data_product = ? ORDER BY last_seen_at DESC"
             ), [product.name])}  # fmt: skip
             if product.name == self.catalog.consumer.name:
@@ -448,11 +508,25 @@ class DeliveryService:
                 found["model_quality"] = dict(cur.execute(
                     "SELECT name, value FROM marts.cross_sell_model WHERE kind = 'backtest'"
                 ).fetchall())  # fmt: skip
+                found["service_levels"] = self.service_levels()
             return found
         except duckdb.CatalogException:  # an older snapshot without the monitor tables
             return {"open_incidents": []}
         finally:
             cur.close()
+
+    def service_levels(self, max_age_s: float = 60.0) -> list[dict]:
+        """The delivery service's architecture and governance SLOs, from its audit log;
+        recomputed at most once a minute (the log may be large)."""
+        from retail_dp.delivery.slos import as_rows, service_levels
+
+        with self._levels_lock:
+            if self._levels is None or time.monotonic() - self._levels[0] > max_age_s:
+                levels = service_levels(
+                    self.catalog.consumer, self.audit.entries(), self.model, self.policies
+                )
+                self._levels = (time.monotonic(), as_rows(levels))
+            return self._levels[1]
 
     def _assets_of(self, product, checks: list[dict]) -> set[str]:
         if product.name == self.catalog.consumer.name:

@@ -383,6 +383,15 @@ function quality(p, panel) {
         num(a.share == null ? "–" : `${(a.share * 100).toFixed(1)}%`), num(`${(a.objective * 100).toFixed(0)}%`),
         a.met == null ? "no data" : a.met ? "met" : "breached"])));
   }
+  if (p.status.service_levels) {
+    const shown = (v, unit) => v == null ? "–" : unit === "ratio" ? `${(v * 100).toFixed(2)}%` : unit === "ms" ? `${Math.round(v)} ms` : `${v} ${unit}`;
+    panel.append(h("h3", {}, "Delivery service levels"),
+      h("p", { class: "muted" }, "Architecture SLOs from the service's audit log (availability: answers that are not 5xx; p95 latency per endpoint) and governance SLOs (PII masking coverage, requests audited, age of the last access review)."),
+      grid({ id: "service-levels" }, ["Kind", "SLO", "Measured", "Target", "Status", "Detail"],
+        p.status.service_levels.map((l) => [l.kind, l.name, num(shown(l.measured, l.unit)), num(`${l.comparison} ${shown(l.target, l.unit)}`),
+          h("span", { class: `badge ${l.met === true ? "ok" : l.met === false ? "bad" : "warn"}` }, l.met === true ? "met" : l.met === false ? "breached" : "no data"),
+          l.detail])));
+  }
   const incidents = p.status.open_incidents || [];
   panel.append(h("h3", {}, `Open incidents (${incidents.length})`),
     incidents.length ? h("ul", { id: "incidents" }, incidents.map((i) => h("li", {}, `${i.asset}:${i.check_name} [${i.slo_category}] measured ${i.measured}, target ${i.comparison} ${i.target}, since ${i.opened_at} (${i.occurrences}x)`)))
