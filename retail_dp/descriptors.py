@@ -131,6 +131,26 @@ class Alerts(Strict):
     timeout_seconds: Annotated[float, Field(gt=0, le=60)] = 5.0
 
 
+class ArchitectureSlos(Strict):
+    """The delivery service's own service levels, measured from its audit log over the last
+    `window_days`: availability (share of answers that are not 5xx) and p95 latency per
+    endpoint (`latency_p95_ms`: endpoint -> milliseconds; "*" for any other endpoint)."""
+
+    window_days: Annotated[int, Field(ge=1, le=366)] = 28
+    availability: Annotated[float, Field(ge=0, le=1)] = 0.995
+    latency_p95_ms: dict[str, Annotated[float, Field(gt=0)]] = {}
+
+
+class GovernanceSlos(Strict):
+    """Governance service levels: PII masking coverage (every PII member has a masking rule for
+    every group that can see it), audit coverage (every request audited) and the age of the
+    last access review."""
+
+    pii_masking_coverage: Annotated[float, Field(ge=0, le=1)] = 1.0
+    audit_coverage: Annotated[float, Field(ge=0, le=1)] = 1.0
+    access_review_max_age_days: Annotated[int, Field(ge=1, le=3660)] = 90
+
+
 class ValueRule(Strict):
     """A rule on one landing column, as data. `on_fail: warn` keeps the row and counts it
     against the validity SLO; `reject` quarantines it. Reject only rows that cannot be used."""
@@ -213,6 +233,9 @@ class DataProduct(Strict):
     alerts: Alerts = Alerts()
     # source-aligned products: the landing rules that are data (vocabularies, ranges, ids)
     contract: Contract | None = None
+    # the consumer-aligned product: the delivery service's architecture and governance SLOs
+    architecture_slos: ArchitectureSlos | None = None
+    governance_slos: GovernanceSlos | None = None
 
     @model_validator(mode="after")
     def _check_shape(self) -> DataProduct:

@@ -250,3 +250,50 @@ def latest_checks(
             }
         )
     return sorted(rows, key=lambda r: (r["asset"], r["check"]))
+
+
+@dataclass(frozen=True)
+class ServiceLevel:
+    """An architecture or governance SLO of the delivery service, measured against its
+    target (the delivery layer measures them; this is how `retail-dp slo` shows them)."""
+
+    kind: str  # architecture | governance
+    name: str
+    measured: float | None
+    target: float
+    comparison: str  # >= | <=
+    unit: str
+    detail: str = ""
+
+    @property
+    def met(self) -> bool | None:
+        """None when there is nothing to measure yet (no requests); a governance level with
+        nothing to show for it (never reviewed) is breached."""
+        if self.measured is None:
+            return False if self.kind == "governance" else None
+        if self.comparison == ">=":
+            return self.measured >= self.target
+        return self.measured <= self.target
+
+
+def format_service_levels(rows: list[ServiceLevel], window: str) -> str:
+    lines = [
+        f"Delivery service levels ({window})",
+        f"{'kind':<13} {'slo':<28} {'measured':>10} {'target':>12}  status    detail",
+    ]
+    for r in rows:
+        measured = "-" if r.measured is None else _level(r.measured, r.unit)
+        target = f"{r.comparison} {_level(r.target, r.unit)}"
+        status = {True: "MET", False: "BREACHED", None: "NO DATA"}[r.met]
+        lines.append(
+            f"{r.kind:<13} {r.name[:28]:<28} {measured:>10} {target:>12}  {status:<8}  {r.detail}"
+        )
+    return "\n".join(lines)
+
+
+def _level(value: float, unit: str) -> str:
+    if unit == "ratio":
+        return f"{value:.2%}"
+    if unit == "ms":
+        return f"{value:,.0f} ms"
+    return f"{value:g} {unit}"
