@@ -43,6 +43,8 @@ class LandingAudit:
     rows_accepted: int
     # rows dated after as_of: not loaded, and outside every SLO's denominator
     rows_deferred: int = 0
+    # rows of erased customers, dropped before judging (not in rows_read; `retail-dp erase`)
+    rows_suppressed: int = 0
     # required column -> rows where it is missing
     nulls: dict[str, int] = field(default_factory=dict)
     # "reason:field" -> rows rejected for it

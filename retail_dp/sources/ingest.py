@@ -7,6 +7,7 @@ leaves the previous accepted table and its quarantine rows as they were.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -47,6 +48,44 @@ CREATE TABLE IF NOT EXISTS {QUARANTINE} (
     run_id VARCHAR,
     quarantined_at TIMESTAMP NOT NULL
 )"""
+
+
+# Erased customers (GDPR Art. 17, `retail-dp erase`): SHA-256 digests of their trimmed
+# customer_id, one per line, in the landing zone. Their rows are dropped from every source
+# with this column before anything is judged, and counted as `rows_suppressed`.
+SUPPRESSION_LIST = "_suppressed_customers.txt"
+SUPPRESSED_COLUMN = "customer_id"
+
+
+def suppression_digest(customer_id: str) -> str:
+    return hashlib.sha256(customer_id.strip().encode()).hexdigest()
+
+
+def read_suppression_list(data_dir: Path) -> list[str]:
+    path = data_dir / SUPPRESSION_LIST
+    if not path.exists():
+        return []
+    return sorted({line.strip() for line in path.read_text().splitlines() if line.strip()})
+
+
+def add_to_suppression_list(data_dir: Path, customer_id: str) -> str:
+    digest = suppression_digest(customer_id)
+    if digest not in read_suppression_list(data_dir):
+        with open(data_dir / SUPPRESSION_LIST, "a") as f:
+            f.write(digest + "\n")
+    return digest
+
+
+def _suppress(con: duckdb.DuckDBPyConnection, schema: pa.DataFrameSchema, digests) -> int:
+    """Drop the rows of erased customers from `_raw`; returns how many."""
+    if not digests or SUPPRESSED_COLUMN not in schema.columns:
+        return 0
+    column = f"trim(CAST({ident(SUPPRESSED_COLUMN)} AS VARCHAR))"
+    dropped = con.execute(
+        f"DELETE FROM _raw WHERE sha256({column}) IN (SELECT unnest($digests))",
+        {"digests": list(digests)},
+    )
+    return dropped.fetchall()[0][0]
 
 
 @dataclass
@@ -147,6 +186,7 @@ def judge(
     schema: pa.DataFrameSchema,
     files: LandingFiles,
     as_of: datetime,
+    suppressed: list[str] | None = None,
 ) -> int:
     """Read the landing files into temp tables `_raw` (as read) and `_checked` (typed, with each
     row's verdict: `_reason`, `_field`, `_detail`, NULL when accepted, `deferred` for a row
@@ -174,6 +214,10 @@ def judge(
         "CREATE OR REPLACE TEMP TABLE _raw AS "
         f"SELECT row_number() OVER () AS _row, * FROM ({read})",
         params,
+    )
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE _suppressed AS SELECT ? AS n",
+        [_suppress(con, schema, suppressed)],
     )
     rows_read = con.execute("SELECT count(*) FROM _raw").fetchall()[0][0]
     con.execute(
@@ -208,6 +252,7 @@ def judge(
 def drop_judgement(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("DROP TABLE IF EXISTS _raw")
     con.execute("DROP TABLE IF EXISTS _checked")
+    con.execute("DROP TABLE IF EXISTS _suppressed")
 
 
 def load_source(
@@ -231,8 +276,9 @@ def load_source(
     columns = list(schema.columns)
     raw_cols = ", ".join(f"r.{ident(c)}" for c in columns)
     try:
-        rows_read = judge(con, schema, files, as_of)
+        rows_read = judge(con, schema, files, as_of, read_suppression_list(data_dir))
         audit = audit_judgement(con, schema, files, rows_read, as_of, freshness_column, run_id)
+        audit.rows_suppressed = con.execute("SELECT n FROM _suppressed").fetchall()[0][0]
         select_cols = ", ".join(ident(c) for c in columns)
         con.execute("BEGIN TRANSACTION")
         try:
