@@ -145,6 +145,38 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1")
     serve.add_argument("--port", type=int, default=8000, help="default 8000")
     serve.add_argument("--policies", type=Path, help=env_help("policies", "access policies"))
+    serve.add_argument(
+        "--demo",
+        action="store_true",
+        help="enable the demo callers of the policy file (their keys are in the README); "
+        "for a local trial only",
+    )
+
+    review = sub.add_parser(
+        "access-review",
+        help="who can see which members, with which masking and rows; records the review",
+        description="Print who can see which members of the semantic model, with which "
+        "masking and which rows, per group and per caller; write it as CSV and Markdown and "
+        "record the review's date beside the policy file (access_reviews.jsonl), which the "
+        "governance SLO 'access reviewed within 90 days' reads.",
+    )
+    review.add_argument("--policies", type=Path, help=env_help("policies", "access policies"))
+    review.add_argument(
+        "--out", type=Path, help="folder for the CSV and Markdown (default: beside the policies)"
+    )
+    review.add_argument("--reviewer", help="who reviewed (default: the current user)")
+
+    erase = sub.add_parser(
+        "erase",
+        help="erase a customer (GDPR Art. 17): suppress, rebuild, publish, purge snapshots",
+        description="Add the customer to the landing zone's suppression list (as a SHA-256 "
+        "digest), rebuild and publish the product without them, delete every older snapshot "
+        "that still holds them, and audit the erasure. Exit 1 if the rebuild fails (the "
+        "suppression stays; run it again) or the new snapshot still holds the customer.",
+    )
+    erase.add_argument("--customer", required=True, metavar="ID", help="the customer_id")
+    erase.add_argument("--reason", help="why (kept in the audit log)")
+    _location_args(erase)
 
     openapi = sub.add_parser(
         "openapi", help="write the delivery service's contracts (OpenAPI, GraphQL SDL)"
@@ -193,6 +225,111 @@ def _check(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from retail_dp.delivery.limits import ServiceLimits
+    from retail_dp.delivery.policies import PolicyError
+    from retail_dp.delivery.server import run
+    from retail_dp.delivery.service import DeliveryService
+
+    settings = settings_from_args(args)
+    try:
+        limits = ServiceLimits.from_env()
+        service = DeliveryService(settings, demo=args.demo, limits=limits)
+    except (PolicyError, ValidationError) as exc:
+        print(f"retail-dp serve: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 2
+    callers = service.policies.file.callers
+    if args.demo:
+        demo = [c.name for c in callers if c.demo]
+        print(
+            f"warning: demo mode: the demo callers ({', '.join(demo) or 'none'}) are enabled and "
+            "their keys are in the README; never expose this service beyond this machine",
+            file=sys.stderr,
+        )
+    else:
+        print(
+            f"demo callers off ({len(callers)} API-key callers"
+            + (", JWTs accepted" if service.policies.jwt_secret else ", no JWT secret")
+            + "); `--demo` enables the README's demo keys",
+            file=sys.stderr,
+        )
+    print(f"retail_dp delivery service: http://{args.host}:{args.port}/ (contract: /openapi.json)")
+    print(f"serving the snapshots published under {settings.warehouse.parent / 'published'}")
+    run(service, args.host, args.port)
+    return 0
+
+
+def _access_review(args: argparse.Namespace) -> int:
+    import getpass
+
+    from retail_dp.delivery.governance import access_matrix, markdown, masking_coverage, review
+    from retail_dp.delivery.policies import Policies, PolicyError
+    from retail_dp.delivery.semantic import SemanticModel
+
+    settings = settings_from_args(args)
+    try:
+        policies = Policies.load(settings.policies, demo=True, serving=False)
+        model = SemanticModel.load(settings.dbt_project_dir / "target")
+        policies.check_members(model)
+    except (PolicyError, FileNotFoundError) as exc:
+        print(f"retail-dp access-review: {exc}", file=sys.stderr)
+        return 2
+    record = review(
+        model, policies, args.out or settings.policies.parent / "reviews",
+        args.reviewer or getpass.getuser(),
+    )  # fmt: skip
+    rows = access_matrix(model, policies)
+    print(markdown(rows, record["reviewed_at"], policies.source, masking_coverage(model, policies)))
+    print(f"CSV: {record['csv']}\nMarkdown: {record['markdown']}")
+    print(f"review recorded: {record['reviewed_at']} by {record['reviewer']}")
+    return 0
+
+
+def _erase(args: argparse.Namespace) -> int:
+    from retail_dp.delivery.audit import AuditLog
+    from retail_dp.delivery.erasure import audit_erasure, purge_snapshots, suppress
+    from retail_dp.delivery.service import audit_log_path
+    from retail_dp.delivery.snapshots import current_name, published_dir
+
+    settings = settings_from_args(args)
+    if not args.customer.strip():
+        print("retail-dp erase: --customer is empty", file=sys.stderr)
+        return 2
+    if not _preflight("erase", settings, _preflight_run):
+        return 2
+    from retail_dp.runner import format_report, run_refresh
+
+    log = AuditLog(audit_log_path(settings))
+    now = lambda: datetime.now(UTC).isoformat(timespec="milliseconds")  # noqa: E731
+    digest = suppress(settings.data_dir, args.customer)
+    print(f"suppressed customer sha256 {digest[:16]}… in {settings.data_dir}; rebuilding")
+    try:
+        report = run_refresh(settings, as_of=args.as_of)
+    except WarehouseUnavailable as exc:
+        print(f"retail-dp erase: {exc}", file=sys.stderr)
+        audit_erasure(log, now(), digest, args.reason, outcome="failed", error=str(exc))
+        return 2
+    print(format_report(report))
+    target = published_dir(settings.warehouse)
+    if not report.ok:
+        audit_erasure(log, now(), digest, args.reason, outcome="failed", run_id=report.run_id)
+        print("retail-dp erase: the rebuild failed; the customer stays suppressed and older "
+              "snapshots are kept: fix the run and erase again", file=sys.stderr)  # fmt: skip
+        return 1
+    clean, deleted = purge_snapshots(target, args.customer)
+    outcome = "erased" if clean else "failed"
+    audit_erasure(log, now(), digest, args.reason, outcome=outcome, run_id=report.run_id,
+                  snapshot=current_name(target), snapshots_deleted=deleted)  # fmt: skip
+    if not clean:
+        print("retail-dp erase: the new snapshot still holds the customer", file=sys.stderr)
+        return 1
+    print(f"erased: snapshot {current_name(target)} is clean; deleted {len(deleted)} older "
+          f"snapshot(s) that held the customer: {', '.join(deleted) or '-'}")  # fmt: skip
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "generate":
@@ -230,31 +367,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check":
         return _check(args)
     if args.command == "slo":
+        from retail_dp.delivery.slos import service_level_report
         from retail_dp.runner import slo_report
 
         print(slo_report(Settings.from_env(), args.runs))
+        print()
+        print(service_level_report(Settings.from_env()))
         return 0
     if args.command == "serve":
-        import uvicorn
-
-        from retail_dp.delivery.api import create_app
-        from retail_dp.delivery.service import DeliveryService
-
-        settings = settings_from_args(args)
-        service = DeliveryService(settings)
-        app = create_app(service)
-        demo = [c.name for c in service.policies.file.callers if c.name.startswith("demo-")]
-        if demo:
-            print(
-                f"warning: the demo callers ({', '.join(demo)}) are enabled, and their keys "
-                f"are in the README; replace them in {settings.policies} before exposing the "
-                "service beyond this machine",
-                file=sys.stderr,
-            )
-        print(f"retail_dp delivery service: http://{args.host}:{args.port}/ (docs at /docs)")
-        print(f"serving the snapshots published under {settings.warehouse.parent / 'published'}")
-        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
-        return 0
+        return _serve(args)
+    if args.command == "access-review":
+        return _access_review(args)
+    if args.command == "erase":
+        return _erase(args)
     if args.command == "openapi":
         from retail_dp.delivery.api import contract_documents
 
