@@ -11,7 +11,7 @@ export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 export DO_NOT_TRACK := 1
 
 .PHONY: install run check slo serve contracts test dev generate lint bench-generate bench-pipeline \
-	bench-delivery bench-hub clean
+	bench-delivery bench-hub bench-load clean
 
 # Create the virtual environment from the lock file and parse the dbt project.
 $(STAMP): pyproject.toml requirements.lock
@@ -48,7 +48,7 @@ $(PUBLISHED): | $(STAMP) $(DATA_DIR)/manifest.json
 	$(BIN)/retail-dp run
 
 serve: $(STAMP) $(PUBLISHED)
-	$(BIN)/retail-dp serve
+	$(BIN)/retail-dp serve --demo
 
 # Regenerate the committed API contracts (docs/openapi.json, docs/schema.graphql).
 contracts: $(STAMP)
@@ -84,6 +84,10 @@ bench-delivery: $(STAMP)
 
 bench-hub: $(STAMP) $(CHROMIUM) $(PUBLISHED)
 	$(BIN)/python benchmarks/hub_bench.py
+
+# 50 clients on loopback for 30 s while a new snapshot is published.
+bench-load: $(STAMP) $(PUBLISHED)
+	$(BIN)/python benchmarks/delivery_load.py
 
 clean:
 	rm -rf $(VENV) dbt_project/target dbt_project/logs data/warehouse

@@ -47,6 +47,7 @@ class Server:
             "RETAIL_DP_MASKING_SALT": "test-salt",
             **(env or {}),
         }
+        audit_log.parent.mkdir(parents=True, exist_ok=True)
         self.output = audit_log.parent / f"server-{self.port}.log"
         self.log = open(self.output, "w")  # noqa: SIM115
         self.process = subprocess.Popen(
@@ -80,9 +81,13 @@ class Server:
         return httpx.Client(base_url=self.url, headers=headers, timeout=30, transport=transport)
 
     def audit(self) -> list[dict]:
+        """Every audit entry, rotated files included, oldest first."""
         import json
 
-        return [json.loads(x) for x in self.audit_log.read_text().splitlines() if x]
+        rotated = sorted(self.audit_log.parent.glob(f"{self.audit_log.name}.*"),
+                         key=lambda p: int(p.suffix[1:]), reverse=True)  # fmt: skip
+        files = [*rotated, self.audit_log]
+        return [json.loads(x) for f in files if f.exists() for x in f.read_text().splitlines() if x]
 
     def stop(self) -> None:
         self.process.terminate()
@@ -91,3 +96,16 @@ class Server:
         except subprocess.TimeoutExpired:
             self.process.kill()
         self.log.close()
+
+
+def token(subject: str, groups: list[str], minutes: int = 30) -> str:
+    """A JWT the test servers accept: a caller of its own (per-caller limits apply per
+    subject), in `groups`."""
+    from datetime import UTC, datetime, timedelta
+
+    import jwt
+
+    now = datetime.now(UTC)
+    claims = {"sub": subject, "groups": groups, "aud": "retail_dp", "iat": now,
+              "exp": now + timedelta(minutes=minutes)}  # fmt: skip
+    return jwt.encode(claims, JWT_SECRET, algorithm="HS256")

@@ -39,8 +39,9 @@ class ServiceLimits(BaseModel):
     query_timeout_s: float = Field(default=10.0, gt=0, le=600)
     # DuckDB's memory for all queries together; a query that needs more is refused (503)
     memory_limit: str = "1GB"
-    # DuckDB's threads for all queries together
-    duckdb_threads: int = Field(default=2, ge=1, le=64)
+    # DuckDB's threads for all queries together: half the cores, so that one caller's query
+    # (a caller runs one at a time) always leaves cores to the others
+    duckdb_threads: int = Field(default=max(1, (os.cpu_count() or 2) // 2), ge=1, le=64)
     # the request body (JSON or a GraphQL document) and all request headers together
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     max_header_bytes: int = Field(default=16 * 1024, ge=1024)
