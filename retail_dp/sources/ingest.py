@@ -197,18 +197,16 @@ def judge(
     utc_session(con)
     columns = list(schema.columns)
     key, newest_by = schema.metadata["key"], schema.metadata["newest_by"]
-    typed = _typed_columns(con, schema)
+    parsed = _typed_columns(con, schema)
+    # the rules read each parsed value once, from the inner select's `_t_<column>`
+    typed = {c: f"r.{ident('_t_' + c)}" for c in columns}
     joins, cross_rules, ceiling_warned = _cross_table_rules(schema, typed)
     rules = row_rules(schema, "r", typed) + cross_rules
     deferred = " OR ".join(
         f"coalesce({typed[c]} > $as_of, FALSE)" for c in schema.metadata.get("defer_after_as_of")
     )
     deferral = [Rule("deferred", "", deferred, "NULL")] if deferred else []
-    verdicts = deferral + rules
-    reason = "CASE " + " ".join(f"WHEN {r.condition} THEN '{r.reason}'" for r in verdicts) + " END"
-    field = "CASE " + " ".join(f"WHEN {r.condition} THEN '{r.field}'" for r in verdicts) + " END"
-    detail = "CASE " + " ".join(f"WHEN {r.condition} THEN {r.detail}" for r in verdicts) + " END"
-    typed_cols = ", ".join(f"{typed[c]} AS {ident(c)}" for c in columns)
+    verdicts = [*deferral, *rules, _duplicate_rule(key, newest_by)]
     read, params = reader_sql(files, columns)
     con.execute(
         "CREATE OR REPLACE TEMP TABLE _raw AS "
@@ -220,33 +218,67 @@ def judge(
         [_suppress(con, schema, suppressed)],
     )
     rows_read = con.execute("SELECT count(*) FROM _raw").fetchall()[0][0]
+    inner = ", ".join(f"{parsed[c]} AS {ident('_t_' + c)}" for c in columns)
+    first = "CASE " + " ".join(f"WHEN {r.condition} THEN {i}" for i, r in enumerate(verdicts[:-1]))
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE _checked AS
-        WITH judged AS (
-            SELECT r._row, r._file, {typed_cols},
-                {reason} AS _reason, {field} AS _field, {detail} AS _detail,
-                {ceiling_warned} AS _ceiling_warned
-            FROM _raw r {" ".join(joins)}
-        ),
-        ranked AS (
-            SELECT *, row_number() OVER (
-                PARTITION BY CASE WHEN _reason IS NULL THEN {ident(key)} END
-                ORDER BY {ident(newest_by)} DESC, _file DESC, _row DESC
-            ) AS _rank
-            FROM judged
-        )
-        SELECT * REPLACE (
-            CASE WHEN _reason IS NULL AND _rank > 1 THEN 'duplicate_key' ELSE _reason END
-                AS _reason,
-            CASE WHEN _reason IS NULL AND _rank > 1 THEN '{key}' ELSE _field END AS _field,
-            CASE WHEN _reason IS NULL AND _rank > 1
-                 THEN '{key}=' || {ident(key)} || ' has a newer row by {newest_by}'
-                 ELSE _detail END AS _detail
-        )
-        FROM ranked""",
+        SELECT r._row, r._file, {", ".join(f"{typed[c]} AS {ident(c)}" for c in columns)},
+            {first} END AS _rule,
+            {_by_rule(verdicts, "reason")} AS _reason,
+            {_by_rule(verdicts, "field")} AS _field,
+            {_by_rule(verdicts, "detail")} AS _detail,
+            {ceiling_warned} AS _ceiling_warned
+        FROM (SELECT r.*, {inner} FROM _raw r) r {" ".join(joins)}""",
         {"as_of": as_of} if deferred else None,
     )
+    _mark_duplicates(con, key, newest_by, len(verdicts) - 1)
     return rows_read
+
+
+def _duplicate_rule(key: str, newest_by: str) -> Rule:
+    return Rule(
+        "duplicate_key",
+        key,
+        "FALSE",  # decided by _mark_duplicates, over the keys that repeat
+        f"'{key}=' || {ident(key)} || ' has a newer row by {newest_by}'",
+    )
+
+
+def _by_rule(verdicts: list[Rule], what: str) -> str:
+    """The rule's reason, field or detail, picked by the row's rule number (`_rule`, an alias
+    of the same SELECT): only the matching branch is evaluated, for the rejected rows."""
+
+    def value(rule: Rule) -> str:
+        return rule.detail if what == "detail" else literal(getattr(rule, what))
+
+    return (
+        "CASE _rule "
+        + " ".join(f"WHEN {i} THEN {value(r)}" for i, r in enumerate(verdicts[:-1]))
+        + " END"
+    )
+
+
+def _mark_duplicates(con: duckdb.DuckDBPyConnection, key: str, newest_by: str, rule: int) -> None:
+    """Of accepted rows sharing a key, keep the newest by `newest_by` (then the later file and
+    row). Only the keys that repeat are ranked: a sort of every row would cost far more."""
+    dup = _duplicate_rule(key, newest_by)
+    detail = dup.detail.replace(ident(key), f"c.{ident(key)}")
+    con.execute(
+        f"""UPDATE _checked c SET _rule = {rule}, _reason = {literal(dup.reason)},
+            _field = {literal(dup.field)}, _detail = {detail}
+        FROM (
+            SELECT _row, row_number() OVER (
+                PARTITION BY {ident(key)}
+                ORDER BY {ident(newest_by)} DESC, _file DESC, _row DESC
+            ) AS _rank
+            FROM _checked
+            WHERE _rule IS NULL AND {ident(key)} IN (
+                SELECT {ident(key)} FROM _checked WHERE _rule IS NULL
+                GROUP BY ALL HAVING count(*) > 1
+            )
+        ) ranked
+        WHERE c._row = ranked._row AND ranked._rank > 1"""
+    )
 
 
 def drop_judgement(con: duckdb.DuckDBPyConnection) -> None:
@@ -284,7 +316,7 @@ def load_source(
         try:
             con.execute(
                 f"CREATE OR REPLACE TABLE {table(source)} AS SELECT {select_cols} "
-                f"FROM _checked WHERE _reason IS NULL ORDER BY _row"
+                "FROM _checked WHERE _reason IS NULL"
             )
             con.execute(f"DELETE FROM {QUARANTINE} WHERE source = ?", [source])
             con.execute(

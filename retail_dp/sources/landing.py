@@ -49,10 +49,15 @@ def find_landing_files(data_dir: Path, location: str, source: str) -> LandingFil
     )
 
 
-# A field may be as long as this before the reader gives up on the file; longer fields than the
-# contract's max_field_length are quarantined row by row instead.
-MAX_LINE_BYTES = 1 << 30
-CSV_OPTIONS = f"header = true, all_varchar = true, max_line_size = {MAX_LINE_BYTES}"
+# A line may be as long as this before the reader gives up on the whole file (one line naming
+# it); a field longer than the contract's max_field_length is quarantined row by row instead.
+# DuckDB sizes its read buffer from max_line_size, so the buffer is pinned to the same value:
+# left to itself it grows to ~16x, which a 2 GB memory limit cannot hold on a large file.
+MAX_LINE_BYTES = 64 << 20
+CSV_OPTIONS = (
+    f"header = true, all_varchar = true, max_line_size = {MAX_LINE_BYTES}, "
+    f"buffer_size = {MAX_LINE_BYTES}"
+)
 
 
 def reader_sql(files: LandingFiles, columns: list[str]) -> tuple[str, list]:
@@ -112,8 +117,9 @@ def check_file_columns(con: duckdb.DuckDBPyConnection, path: Path, schema: pa.Da
     extra = [c for c in columns if c not in schema.columns]
     if extra and schema.strict:
         raise LandingError(f"{path}: column {extra[0]!r} is not in the {schema.name} contract")
-    rows = con.execute(f"SELECT count(*) FROM {relation(path)}", [str(path)]).fetchall()[0][0]
-    if rows == 0:
+    # one row is enough to know the file has some; counting them would read it all
+    rows = con.execute(f"SELECT 1 FROM {relation(path)} LIMIT 1", [str(path)]).fetchall()
+    if not rows:
         raise LandingError(f"{path}: the file has a header but no rows")
 
 
