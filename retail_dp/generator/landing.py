@@ -20,9 +20,14 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from retail_dp.generator import marketplace, names
+from retail_dp.generator import marketplace, names, sequential
 from retail_dp.generator.defects import KINDS, by_fate, plant
-from retail_dp.generator.profiles import GroceryProfile, MarketplaceProfile, Profile
+from retail_dp.generator.profiles import (
+    GroceryProfile,
+    MarketplaceProfile,
+    Profile,
+    SequentialProfile,
+)
 from retail_dp.generator.simulate import (
     PRODUCTS_PER_CATEGORY,
     WINDOW_DAYS,
@@ -101,6 +106,8 @@ def _check_request(req: GenerateRequest, terms: ContractTerms) -> None:
 def _simulate_products(rng: np.random.Generator, req: GenerateRequest) -> ProductTable:
     if isinstance(req.profile, MarketplaceProfile):
         return marketplace.simulate_catalogue(rng, req.profile, req.customers)
+    if isinstance(req.profile, SequentialProfile):
+        return sequential.simulate_catalogue(rng, req.profile)
     return simulate_products(rng)
 
 
@@ -197,6 +204,13 @@ def _simulate_chunk(
             rng, n, profile.purchase_process, profile.never_bought_share
         )
         lines = marketplace.simulate_lines(
+            rng, order_customer, order_day, run.products, profile, weights
+        )
+    elif isinstance(profile, SequentialProfile):
+        order_customer, order_day = simulate_orders(
+            rng, n, profile.purchase_process, profile.never_bought_share, dropout_at_first=True
+        )
+        lines = sequential.simulate_lines(
             rng, order_customer, order_day, run.products, profile, weights
         )
     else:

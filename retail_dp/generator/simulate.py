@@ -125,9 +125,15 @@ def _group_cumsum(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
 
 
 def simulate_orders(
-    rng: np.random.Generator, n: int, params: PurchaseProcess, never_bought_share: float
+    rng: np.random.Generator,
+    n: int,
+    params: PurchaseProcess,
+    never_bought_share: float,
+    dropout_at_first: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Order times by the BG/NBD process: (customer index, days since window start), sorted."""
+    """Order times by the BG/NBD process: (customer index, days since window start), sorted.
+    With `dropout_at_first`, a customer may also drop out right after the first purchase
+    (the MBG/NBD variant), so one-time buyers can be gone."""
     buyer = rng.random(n) >= never_bought_share
     first_day = rng.uniform(0, WINDOW_DAYS, n)
     lam = rng.gamma(params.r, 1.0 / params.alpha, n)  # purchases per week
@@ -135,6 +141,8 @@ def simulate_orders(
     span_weeks = (WINDOW_DAYS - first_day) / 7.0
     poisson_count = rng.poisson(lam * span_weeks)
     life = rng.geometric(drop)  # repeat purchases before dropping out
+    if dropout_at_first:
+        life = life - 1
     repeats = np.where(buyer, np.minimum(life, poisson_count), 0)
     # The first k of m uniform arrival times: exponential spacings, scaled by the
     # spacings' total including the m - k arrivals that death prevented.
