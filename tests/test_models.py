@@ -306,6 +306,11 @@ def feature_rows(n_customers: int, label: float | None, seed: int = 0) -> pd.Dat
         confidence_max=rng.uniform(0, 1, n),
         confidence_mean=rng.uniform(0, 1, n),
         category_support=np.tile([0.6, 0.5, 0.3, 0.1], n_customers),
+        days_since_last_adoption=np.repeat(rng.integers(0, 400, n_customers), len(categories)),
+        next_adoption_share=rng.uniform(0, 0.5, n),
+        next_adoption_share_due=rng.uniform(0, 0.2, n),
+        next_adoption_share_max=rng.uniform(0, 0.6, n),
+        next_adoptions_after_last=rng.integers(0, 30, n),
         bought_next_90d=label if label is not None else rng.integers(0, 2, n).astype(float),
     )
 
@@ -352,8 +357,10 @@ def test_backtest_with_one_class_stores_no_auc_and_says_why():
             "bought_new_category_next_90d": [0, 0, 0],
         }
     )
-    ours = pd.Series([0.1, np.nan], index=["A", "B"])
-    metrics, undefined = cross_sell.backtest(snapshots, ours)
+    scored = pd.DataFrame(
+        {"customer_id": ["A", "B"], "cross_sell_opportunity_score": [0.1, np.nan]}
+    ).assign(recency_days=[10.0, 20.0])
+    metrics, undefined = cross_sell.backtest(snapshots, scored)
     # B has no finite score of ours; C none of DataOS's: only A is scored
     assert metrics["backtest_customers"] == 3 and metrics["backtest_customers_scored"] == 1
     assert metrics["auc"] is None and metrics["auc_dataos"] is None
@@ -361,10 +368,9 @@ def test_backtest_with_one_class_stores_no_auc_and_says_why():
 
 
 def test_a_buyer_with_nothing_left_to_buy_scores_zero():
-    current = pd.DataFrame(
-        {"customer_id": ["A", "A", "B"], "category": ["Fish", "Gold", "Fish"], "score": 0.5}
-    )
-    recs = cross_sell.recommendations(current, pd.Index(["A", "B", "C"]))
+    current = pd.DataFrame({"customer_id": ["A", "A", "B"], "category": ["Fish", "Gold", "Fish"]})
+    scored = cross_sell.score_customers(current, np.full(3, 0.5))
+    recs = cross_sell.recommendations(scored, pd.Index(["A", "B", "C"]))
     by_id = recs.set_index("customer_id")
     assert by_id.loc["A", "cross_sell_opportunity_score"] == pytest.approx(0.75)
     assert by_id.loc["C", "cross_sell_opportunity_score"] == 0.0
@@ -372,19 +378,62 @@ def test_a_buyer_with_nothing_left_to_buy_scores_zero():
     assert by_id.loc["A", "next_best_category_1"] == "Fish"  # ties by category name
 
 
-def test_the_training_sample_is_the_same_in_python_and_duckdb(monkeypatch):
-    rows = feature_rows(40, label=None).drop(columns="bought_next_90d")
-    monkeypatch.setattr(assets, "MAX_TRAINING_ROWS", 25)
-    in_python = assets._subsample(rows)
+def test_hits_count_the_top_ranked_categories_of_new_category_buyers():
+    rows = pd.DataFrame(
+        {
+            "customer_id": ["A", "A", "A", "B", "B", "C"],
+            "category": ["Fish", "Gold", "Wines", "Fish", "Gold", "Fish"],
+            "category_support": [0.9, 0.5, 0.1, 0.9, 0.5, 0.9],
+            "next_adoptions_after_last": [0, 7, 3, 1, 0, 0],
+            "recency_days": [5, 5, 5, 50, 50, 9],
+            "bought_next_90d": [0, 0, 1, 1, 0, 0],
+        }
+    )
+    scored = cross_sell.score_customers(
+        rows, np.array([0.1, 0.2, 0.3, 0.5, 0.4, 0.2]), "bought_next_90d"
+    ).set_index("customer_id")
+    # A bought Wines: ours ranks it first, popularity last, transitions second
+    assert scored.loc["A", "hit_at_1_ours"] == 1.0 and scored.loc["A", "hit_at_1_popularity"] == 0
+    assert scored.loc["A", "hit_at_1_transitions"] == 0 and scored.loc["A", "hit_at_3_transitions"]
+    assert scored.loc["B", "hit_at_1_transitions"] == 1.0
+    assert pd.isna(scored.loc["C", "hit_at_1_ours"])  # bought nothing new: no hit figure
+    assert scored["new_category_buyer"].tolist() == [1.0, 1.0, 0.0]
+
+
+def test_the_training_sample_is_bounded_stratified_and_weighted(monkeypatch):
+    rows = feature_rows(400, label=None).assign(days_before_as_of=90)
     con = duckdb.connect()
-    con.register("frame", rows.assign(days_before_as_of=90))
+    con.register("frame", rows)
     con.execute("CREATE SCHEMA intermediate")
     con.execute("CREATE TABLE intermediate.int_cross_sell_features AS SELECT * FROM frame")
-    in_duckdb = assets._snapshot(con, 90, sample=True)
-    assert len(in_python) == 25
-    pd.testing.assert_frame_equal(
-        in_python[["customer_id", "category"]], in_duckdb[["customer_id", "category"]]
+    monkeypatch.setattr(assets, "MAX_TRAINING_ROWS", 500)
+    activity, _ = cross_sell.activity(rows)
+    sample = assets._training_sample(con, 90, activity)
+    positives = int(rows["bought_next_90d"].sum())
+    assert len(sample) == 500 and sample["bought_next_90d"].sum() == 250
+    # each stratum's weights add up to its size: the weighted sample stands for every row
+    weights = sample.groupby("bought_next_90d")["sample_weight"].sum()
+    assert weights[1] == pytest.approx(positives) and weights[0] == pytest.approx(
+        len(rows) - positives
     )
+    again = assets._training_sample(con, 90, activity)
+    pd.testing.assert_frame_equal(sample, again)
+
+
+def test_chunked_scoring_equals_scoring_everything_at_once(monkeypatch):
+    rows = feature_rows(1500, label=None, seed=4).assign(days_before_as_of=0)
+    rows = rows.drop(index=rows.index[5::29])  # customers with 3 or 4 rows: chunks split them
+    con = duckdb.connect()
+    con.register("frame", rows)
+    con.execute("CREATE SCHEMA intermediate")
+    con.execute("CREATE TABLE intermediate.int_cross_sell_features AS SELECT * FROM frame")
+    activity, _ = cross_sell.activity(rows)
+    model, _ = cross_sell.fit(cross_sell.with_activity(rows, activity)[0])
+    whole = assets._score_snapshot(con, 0, model, activity)
+    monkeypatch.setattr(assets, "SCORING_CHUNK_VECTORS", 1)  # 2,048 rows: customers split
+    chunked = assets._score_snapshot(con, 0, model, activity)
+    pd.testing.assert_frame_equal(whole, chunked)
+    assert len(whole) == 1500
 
 
 # --- checks -----------------------------------------------------------------------------------

@@ -1,7 +1,5 @@
 """Model fitting, the only consumer-aligned logic outside dbt: CLV and cross-sell."""
 
-import hashlib
-
 import dagster as dg
 import numpy as np
 import pandas as pd
@@ -14,6 +12,8 @@ from retail_dp.transform.marts import Mart
 K = dg.AssetKey.from_user_string
 HORIZON_WEEKS = clv.WEEKS_PER_YEAR
 MAX_TRAINING_ROWS = 500_000
+# rows scored at a time: 64 DuckDB vectors of 2,048 rows
+SCORING_CHUNK_VECTORS = 64
 # the training sample: the rows with the smallest md5 of this key, the same on any engine
 SAMPLE_KEY_SQL = "md5(customer_id || '|' || category)"
 
@@ -63,16 +63,17 @@ def build_clv_assets(product: DataProduct, marts: list[Mart]) -> dg.AssetsDefini
                 clv_columns,
                 "marts/customer_lifetime_value",
                 "Per customer: historical CLV (total spend) and predicted CLV for the next 365 "
-                "days from BG/NBD (purchases) and Gamma-Gamma (spend per purchase), with the "
-                "value tier.",
+                "days from BG/NBD or MBG/NBD (purchases) and Gamma-Gamma (spend per purchase), "
+                "with the value tier.",
                 ["intermediate/int_customer_rfm", "marts/dim_customer"],
             ),
             _spec(
                 product,
                 parameter_columns,
                 "marts/clv_model_parameters",
-                "The fitted BG/NBD (r, alpha, a, b) and Gamma-Gamma (p, q, gamma) parameters, "
-                "their log-likelihoods, the customers fitted on and as_of.",
+                "The purchase model chosen by held-out log-likelihood (BG/NBD or MBG/NBD) with "
+                "its r, alpha, a, b, the Gamma-Gamma p, q, gamma, their log-likelihoods, the "
+                "customers fitted on and as_of.",
                 ["intermediate/int_customer_rfm"],
             ),
         ],
@@ -87,14 +88,17 @@ def build_clv_assets(product: DataProduct, marts: list[Mart]) -> dg.AssetsDefini
             rfm = con.execute(
                 "SELECT customer_id, frequency, round(recency_weeks, 9) AS recency_weeks, "
                 "round(age_weeks, 9) AS age_weeks, round(monetary_value, 6) AS monetary_value, "
-                "round(total_spend, 6) AS total_spend "
+                f"round(total_spend, 6) AS total_spend, {clv.HOLDOUT_SQL} AS holdout "
                 "FROM intermediate.int_customer_rfm ORDER BY customer_id"
             ).df()
             x = rfm["frequency"].to_numpy(float)
-            bgnbd = clv.fit_bgnbd(x, rfm["recency_weeks"], rfm["age_weeks"])
+            choice = clv.choose_purchase_model(
+                x, rfm["recency_weeks"], rfm["age_weeks"], rfm["holdout"]
+            )
+            bgnbd = choice.chosen
             fallback = clv.pooled_order_value(rfm["total_spend"].to_numpy(float), x)
             gg = clv.fit_gamma_gamma(x, rfm["monetary_value"], fallback)
-            rfm = clv.predict_customers(rfm, bgnbd, gg, HORIZON_WEEKS)
+            rfm = clv.predict_customers(rfm.drop(columns="holdout"), bgnbd, gg, HORIZON_WEEKS)
             _replace_table(
                 con,
                 "marts.customer_lifetime_value",
@@ -110,7 +114,7 @@ def build_clv_assets(product: DataProduct, marts: list[Mart]) -> dg.AssetsDefini
                 FROM marts.dim_customer c LEFT JOIN frame f USING (customer_id)
                 ORDER BY c.customer_id""",
             )
-            row = {**clv.parameters_row(bgnbd, gg, x), "as_of": as_of}
+            row = {**clv.parameters_row(bgnbd, gg, x, choice), "as_of": as_of}
             columns = parameter_columns
             params = pd.DataFrame([row])[[n for n, _, _ in columns]]
             # a parameter with no value is a NULL DOUBLE, never an untyped NULL
@@ -121,7 +125,7 @@ def build_clv_assets(product: DataProduct, marts: list[Mart]) -> dg.AssetsDefini
                 "FROM marts.customer_lifetime_value"
             ).fetchall()[0]
         fits = {"bg_nbd_fit": bgnbd.report, "gamma_gamma_fit": gg.report}
-        context.log.info(f"BG/NBD {bgnbd}; Gamma-Gamma {gg}")
+        context.log.info(f"{choice.as_metadata()}: {bgnbd}; Gamma-Gamma {gg}")
         if row["fit_status"] != "ok":
             context.log.warning(f"CLV fit {row['fit_status']}: {row['fit_notes']}")
         yield dg.MaterializeResult(
@@ -139,6 +143,8 @@ def build_clv_assets(product: DataProduct, marts: list[Mart]) -> dg.AssetsDefini
             asset_key=K("marts/clv_model_parameters"),
             metadata={
                 "bg_nbd": dg.MetadataValue.json(_finite(bgnbd.as_dict())),
+                "purchase_model": bgnbd.model,
+                "purchase_model_choice": dg.MetadataValue.json(choice.as_metadata()),
                 "gamma_gamma": dg.MetadataValue.json(_finite(gg.as_dict())),
                 **{k: dg.MetadataValue.json(r.as_metadata()) for k, r in fits.items() if r},
                 "fit_status": row["fit_status"],
@@ -197,20 +203,16 @@ def build_cross_sell_assets(product: DataProduct, marts: list[Mart]) -> dg.Asset
                 "SELECT customer_id FROM intermediate.int_cross_sell_snapshots "
                 "WHERE days_before_as_of = 0"
             ).df()["customer_id"]
+            activity = {days: cross_sell.activity(_customers(con, days)) for days in (180, 90, 0)}
             # out of time: learn from the window ending 90 days ago, test on the last 90 days
-            train, train_activity = cross_sell.with_activity(_snapshot(con, 180, sample=True))
-            backtest, backtest_activity = cross_sell.with_activity(_snapshot(con, 90))
-            model, model_fit = cross_sell.fit(train)
-            del train
-            ours = cross_sell.customer_scores(backtest, model.predict(backtest))
-            metrics, undefined = cross_sell.backtest(snapshots, ours)
+            model, model_fit = cross_sell.fit(_training_sample(con, 180, activity[180][0]))
+            scored = _score_snapshot(con, 90, model, activity[90][0], "bought_next_90d")
+            metrics, undefined = cross_sell.backtest(snapshots, scored)
             # the model that scores today learns from the most recent complete window
-            final, final_fit = cross_sell.fit(_subsample(backtest))
-            del backtest
-            current, current_activity = cross_sell.with_activity(_snapshot(con, 0))
-            current["score"] = final.predict(current)
+            final, final_fit = cross_sell.fit(_training_sample(con, 90, activity[90][0]))
+            current = _score_snapshot(con, 0, final, activity[0][0])
             recs = cross_sell.recommendations(current, pd.Index(buyers))
-            del current
+            del current, scored
             _replace_table(
                 con,
                 "marts.cross_sell_recommendations",
@@ -236,6 +238,7 @@ def build_cross_sell_assets(product: DataProduct, marts: list[Mart]) -> dg.Asset
             row_count = con.execute(
                 "SELECT count(*) FROM marts.cross_sell_recommendations"
             ).fetchall()[0][0]
+        train_activity, backtest_activity, current_activity = (activity[d][1] for d in (180, 90, 0))
         defined = {k: v for k, v in metrics.items() if v is not None}
         fits = {
             "fit_status": final_fit.fit_status,
@@ -272,30 +275,81 @@ def build_cross_sell_assets(product: DataProduct, marts: list[Mart]) -> dg.Asset
     return _cross_sell
 
 
-def _snapshot(con, days_before_as_of: int, sample: bool = False) -> pd.DataFrame:
-    """One snapshot's feature rows; with `sample`, at most MAX_TRAINING_ROWS of them: those with
-    the smallest md5 of customer_id|category, the same ones for the same data on any engine."""
-    limit = f"LIMIT {MAX_TRAINING_ROWS}" if sample else ""
-    order = f"{SAMPLE_KEY_SQL}, customer_id, category" if sample else "customer_id, category"
-    rows = con.execute(
-        f"SELECT * EXCLUDE (days_before_as_of) FROM intermediate.int_cross_sell_features "
-        f"WHERE days_before_as_of = ? ORDER BY {order} {limit}",
+def _customers(con, days_before_as_of: int) -> pd.DataFrame:
+    """The BG/NBD summary of every customer with a candidate row at the snapshot."""
+    return con.execute(
+        "SELECT DISTINCT customer_id, frequency, round(recency_weeks, 9) AS recency_weeks, "
+        "round(age_weeks, 9) AS age_weeks FROM intermediate.int_cross_sell_features "
+        "WHERE days_before_as_of = ? ORDER BY customer_id",
         [days_before_as_of],
     ).df()
-    return rows.sort_values(["customer_id", "category"], kind="stable", ignore_index=True)
 
 
-def _subsample(rows: pd.DataFrame) -> pd.DataFrame:
-    """At most MAX_TRAINING_ROWS rows, chosen as `_snapshot` chooses them (md5 in Python)."""
-    if len(rows) <= MAX_TRAINING_ROWS:
-        return rows
-    key = [
-        hashlib.md5(f"{c}|{k}".encode()).hexdigest()
-        for c, k in zip(rows["customer_id"], rows["category"], strict=True)
-    ]
-    chosen = rows.assign(_key=key).sort_values(["_key", "customer_id", "category"], kind="stable")
-    return (
-        chosen.head(MAX_TRAINING_ROWS)
-        .drop(columns="_key")
-        .sort_values(["customer_id", "category"], kind="stable", ignore_index=True)
+def _training_sample(con, days_before_as_of: int, activity: pd.DataFrame) -> pd.DataFrame:
+    """A bounded sample of one snapshot's labelled rows, stratified by the label: every
+    buyer's row up to half of MAX_TRAINING_ROWS, non-buyers' rows to fill the rest, each
+    stratum's rows those with the smallest md5 of customer_id|category (the same ones for the
+    same data on any engine), weighted by the inverse of their stratum's sampling rate."""
+    counts = dict(
+        con.execute(
+            "SELECT coalesce(bought_next_90d, 0), count(*) "
+            "FROM intermediate.int_cross_sell_features WHERE days_before_as_of = ? GROUP BY 1",
+            [days_before_as_of],
+        ).fetchall()
     )
+    positives, negatives = counts.get(1, 0), counts.get(0, 0)
+    quota = {1: min(positives, MAX_TRAINING_ROWS // 2)}
+    quota[0] = min(negatives, MAX_TRAINING_ROWS - quota[1])
+    rows = con.execute(
+        f"""WITH drawn AS (
+            SELECT * EXCLUDE (days_before_as_of), coalesce(bought_next_90d, 0) AS stratum,
+                row_number() OVER (
+                    PARTITION BY coalesce(bought_next_90d, 0)
+                    ORDER BY {SAMPLE_KEY_SQL}, customer_id, category
+                ) AS draw
+            FROM intermediate.int_cross_sell_features WHERE days_before_as_of = ?
+        )
+        SELECT * EXCLUDE (stratum, draw),
+            CASE stratum WHEN 1 THEN ?::DOUBLE / ? ELSE ?::DOUBLE / ? END AS sample_weight
+        FROM drawn WHERE draw <= CASE stratum WHEN 1 THEN ? ELSE ? END
+        ORDER BY customer_id, category""",
+        [
+            days_before_as_of,
+            positives,
+            max(quota[1], 1),
+            negatives,
+            max(quota[0], 1),
+            quota[1],
+            quota[0],
+        ],
+    ).df()
+    return cross_sell.with_activity(rows, activity)[0]
+
+
+def _score_snapshot(
+    con, days_before_as_of: int, scorer, activity: pd.DataFrame, label: str | None = None
+) -> pd.DataFrame:
+    """Every customer of one snapshot scored in bounded chunks of whole customers (a
+    customer's rows are never split): `cross_sell.score_customers` per chunk."""
+    result = con.execute(
+        "SELECT * EXCLUDE (days_before_as_of) FROM intermediate.int_cross_sell_features "
+        "WHERE days_before_as_of = ? ORDER BY customer_id, category",
+        [days_before_as_of],
+    )
+    parts, carry = [], None
+    while True:
+        chunk = result.fetch_df_chunk(SCORING_CHUNK_VECTORS)
+        done = chunk.empty
+        if carry is not None:
+            chunk = pd.concat([carry, chunk], ignore_index=True)
+        ids = chunk["customer_id"].to_numpy()
+        # the last customer's rows may continue in the next chunk: keep them for it
+        others = np.flatnonzero(ids != ids[-1]) if len(ids) else np.zeros(0, dtype=int)
+        cut = len(chunk) if done else (int(others[-1]) + 1 if len(others) else 0)
+        carry = chunk.iloc[cut:]
+        rows = cross_sell.with_activity(chunk.iloc[:cut], activity)[0]
+        if cut or not parts:
+            parts.append(cross_sell.score_customers(rows, scorer.predict(rows), label))
+        if done:
+            break
+    return pd.concat(parts, ignore_index=True)

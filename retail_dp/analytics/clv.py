@@ -1,6 +1,9 @@
 """Predictive customer lifetime value: BG/NBD for the number of transactions (Fader, Hardie &
-Lee 2005, "Counting your customers the easy way") and Gamma-Gamma for the value per
-transaction (Fader, Hardie & Lee 2005, "RFM and CLV"). Both fitted by maximum likelihood.
+Lee 2005, "Counting your customers the easy way") or its MBG/NBD variant (Batislam, Denizel &
+Filiztekin 2007), in which a customer can also drop out right after the first purchase, so a
+one-time buyer is not certain to be alive; and Gamma-Gamma for the value per transaction
+(Fader, Hardie & Lee 2005, "RFM and CLV"). All fitted by maximum likelihood; the purchase
+model is chosen by the log-likelihood of held-out customers (`choose_purchase_model`).
 
 Inputs per customer, as in the paper: `x` repeat transactions (calendar days with a purchase,
 after the first), `t_x` the time of the last one and `T` the time since the first, in weeks;
@@ -14,7 +17,7 @@ the textbook formulas overflow. Every fit returns a `FitReport` saying how it we
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -68,14 +71,27 @@ class FitReport:
         return {**asdict(self), "reasons": list(self.reasons)}
 
 
+PURCHASE_MODELS = ("bgnbd", "mbgnbd")
+# held-out customers for choosing the purchase model: md5(customer_id) starts with one of these
+HOLDOUT_SQL = "substr(md5(customer_id), 1, 1) IN ('0', '1', '2')"
+
+
 @dataclass(frozen=True)
 class BgNbd:
+    """BG/NBD (`model` "bgnbd"): dropout only after a repeat purchase; MBG/NBD ("mbgnbd"):
+    after every purchase, the first included. Same parameters, same meaning."""
+
     r: float
     alpha: float
     a: float
     b: float
     log_likelihood: float = float("nan")
     report: FitReport | None = field(default=None, compare=False)
+    model: str = "bgnbd"
+
+    @property
+    def dropout_at_first(self) -> bool:
+        return self.model == "mbgnbd"
 
     def as_dict(self) -> dict[str, float]:
         return {k: getattr(self, k) for k in ("r", "alpha", "a", "b", "log_likelihood")}
@@ -101,18 +117,21 @@ class GammaGamma:
 
 
 def _bgnbd_terms(
-    params: np.ndarray, x: np.ndarray, t_x: np.ndarray, T: np.ndarray
+    params: np.ndarray, x: np.ndarray, t_x: np.ndarray, T: np.ndarray, dropout_at_first=False
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Each customer's log-likelihood (paper, eq. 6) and its gradient in (r, alpha, a, b)."""
+    """Each customer's log-likelihood (paper, eq. 6) and its gradient in (r, alpha, a, b).
+    MBG/NBD is the same with k = x + 1 dropout opportunities instead of x (every purchase,
+    the first included, may be the last), so the beta terms use k while the gamma terms keep x."""
     r, alpha, a, b = params
-    repeat = x > 0
-    b_last = np.where(repeat, b + x - 1, 1.0)  # b + x - 1 > 0 whenever x >= 1
-    common = gammaln(r + x) - gammaln(r) + r * np.log(alpha) + betaln(a, b + x) - betaln(a, b)
+    k = x + 1 if dropout_at_first else x
+    repeat = k > 0
+    b_last = np.where(repeat, b + k - 1, 1.0)  # b + k - 1 > 0 whenever k >= 1
+    common = gammaln(r + x) - gammaln(r) + r * np.log(alpha) + betaln(a, b + k) - betaln(a, b)
     alive = -(r + x) * np.log(alpha + T)
     dropped = np.where(repeat, np.log(a) - np.log(b_last) - (r + x) * np.log(alpha + t_x), -np.inf)
     mix = np.logaddexp(alive, dropped)
     w_alive, w_dropped = np.exp(alive - mix), np.exp(dropped - mix)
-    psi_abx = digamma(a + b + x)
+    psi_abx = digamma(a + b + k)
     grad = np.stack(
         [
             digamma(r + x)
@@ -122,44 +141,55 @@ def _bgnbd_terms(
             - w_dropped * np.log(alpha + t_x),
             r / alpha - (r + x) * (w_alive / (alpha + T) + w_dropped / (alpha + t_x)),
             digamma(a + b) - psi_abx + w_dropped / a,
-            digamma(b + x) - digamma(b) + digamma(a + b) - psi_abx - w_dropped / b_last,
+            digamma(b + k) - digamma(b) + digamma(a + b) - psi_abx - w_dropped / b_last,
         ]
     )
     return common + mix, grad
 
 
 def bgnbd_log_likelihood(
-    r: float, alpha: float, a: float, b: float, x: np.ndarray, t_x: np.ndarray, T: np.ndarray
+    r: float,
+    alpha: float,
+    a: float,
+    b: float,
+    x: np.ndarray,
+    t_x: np.ndarray,
+    T: np.ndarray,
+    model: str = "bgnbd",
 ) -> np.ndarray:
-    """Each customer's log-likelihood under BG/NBD (paper, eq. 6)."""
+    """Each customer's log-likelihood under BG/NBD (paper, eq. 6) or MBG/NBD."""
     x, t_x, T = (np.asarray(v, dtype=float) for v in (x, t_x, T))
-    return _bgnbd_terms(np.array([r, alpha, a, b]), x, t_x, T)[0]
+    return _bgnbd_terms(np.array([r, alpha, a, b]), x, t_x, T, model == "mbgnbd")[0]
 
 
 def bgnbd_objective(
-    x: np.ndarray, t_x: np.ndarray, T: np.ndarray, weights: np.ndarray
+    x: np.ndarray, t_x: np.ndarray, T: np.ndarray, weights: np.ndarray, model: str = "bgnbd"
 ) -> Objective:
     """The mean negative log-likelihood over log-parameters and its analytic gradient."""
     total = weights.sum()
 
     def objective(log_params: np.ndarray) -> tuple[float, np.ndarray]:
         params = np.exp(log_params)
-        ll, grad = _bgnbd_terms(params, x, t_x, T)
+        ll, grad = _bgnbd_terms(params, x, t_x, T, model == "mbgnbd")
         return -float(weights @ ll) / total, -(grad @ weights) * params / total
 
     return objective
 
 
-def fit_bgnbd(x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> BgNbd:
-    """Fit on the distinct (x, t_x, T) triples weighted by their counts: the same likelihood,
-    summed in a fixed (sorted) order whatever the input order, and far fewer terms."""
+def fit_bgnbd(x: np.ndarray, t_x: np.ndarray, T: np.ndarray, model: str = "bgnbd") -> BgNbd:
+    """Fit BG/NBD (or MBG/NBD) on the distinct (x, t_x, T) triples weighted by their counts:
+    the same likelihood, summed in a fixed (sorted) order whatever the input order, and far
+    fewer terms."""
+    if model not in PURCHASE_MODELS:
+        raise ValueError(f"no purchase model {model!r}; choose one of {PURCHASE_MODELS}")
     x, t_x, T = (np.asarray(v, dtype=float) for v in (x, t_x, T))
     if x.size == 0:
         nan = float("nan")
-        return BgNbd(nan, nan, nan, nan, report=_empty_report("no customers with a purchase"))
+        report = _empty_report("no customers with a purchase")
+        return BgNbd(nan, nan, nan, nan, report=report, model=model)
     triples, counts = np.unique(np.column_stack([x, t_x, T]), axis=0, return_counts=True)
     weights = counts.astype(float)
-    objective = bgnbd_objective(*triples.T, weights)
+    objective = bgnbd_objective(*triples.T, weights, model)
     mean_age = float(weights @ triples[:, 2]) / weights.sum()  # summed in the sorted order
     start = np.log([1.0, max(mean_age, 1.0), 1.0, 1.0])
     log_params, mean_ll, converged, iterations = _fit(objective, start)
@@ -169,15 +199,63 @@ def fit_bgnbd(x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> BgNbd:
     if repeat_share == 0:
         reasons.append("no repeat buyers: the dropout process is not identified")
     report = _report(converged, iterations, mean_ll * x.size, x.size, repeat_share, reasons, params)
-    return BgNbd(*map(float, params), log_likelihood=mean_ll * x.size, report=report)
+    return BgNbd(*map(float, params), log_likelihood=mean_ll * x.size, report=report, model=model)
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """The purchase model chosen by the mean log-likelihood of held-out customers under
+    each candidate fitted on the others; `chosen` is refitted on every customer."""
+
+    chosen: BgNbd
+    holdout_log_likelihood: dict[str, float | None]  # per customer, by model
+    holdout_customers: int
+
+    def as_metadata(self) -> dict:
+        return {
+            "purchase_model": self.chosen.model,
+            "holdout_log_likelihood_per_customer": self.holdout_log_likelihood,
+            "holdout_customers": self.holdout_customers,
+        }
+
+
+def choose_purchase_model(
+    x: np.ndarray, t_x: np.ndarray, T: np.ndarray, holdout: np.ndarray
+) -> ModelChoice:
+    """Fit BG/NBD and MBG/NBD on the customers outside `holdout`, keep the one whose mean
+    log-likelihood of the held-out customers is higher (BG/NBD on a tie or when nothing can be
+    compared), and refit it on everyone."""
+    x, t_x, T = (np.asarray(v, dtype=float) for v in (x, t_x, T))
+    holdout = np.asarray(holdout, dtype=bool)
+    scores: dict[str, float | None] = {}
+    for model in PURCHASE_MODELS:
+        fitted = fit_bgnbd(x[~holdout], t_x[~holdout], T[~holdout], model)
+        usable = fitted.report is not None and fitted.report.fit_status != "failed"
+        ll = (
+            bgnbd_log_likelihood(
+                fitted.r, fitted.alpha, fitted.a, fitted.b,
+                x[holdout], t_x[holdout], T[holdout], model,
+            )
+            if usable and holdout.any()
+            else np.zeros(0)
+        )  # fmt: skip
+        scores[model] = float(ll.mean()) if ll.size and np.isfinite(ll).all() else None
+    best = "bgnbd"
+    if scores["mbgnbd"] is not None and (
+        scores["bgnbd"] is None or scores["mbgnbd"] > scores["bgnbd"]
+    ):
+        best = "mbgnbd"
+    return ModelChoice(fit_bgnbd(x, t_x, T, best), scores, int(holdout.sum()))
 
 
 def probability_alive(model: BgNbd, x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> np.ndarray:
-    """P(alive at T | x, t_x, T) = 1 / (1 + odds of having dropped), from the log odds."""
+    """P(alive at T | x, t_x, T) = 1 / (1 + odds of having dropped), from the log odds. Under
+    BG/NBD a customer with no repeat purchase is alive; under MBG/NBD not for certain."""
     x, t_x, T = (np.asarray(v, dtype=float) for v in (x, t_x, T))
     r, alpha, a, b = model.r, model.alpha, model.a, model.b
-    repeat = x > 0
-    b_last = np.where(repeat, b + x - 1, 1.0)
+    k = x + 1 if model.dropout_at_first else x
+    repeat = k > 0
+    b_last = np.where(repeat, b + k - 1, 1.0)
     log_odds = np.log(a) - np.log(b_last) + (r + x) * (np.log(alpha + T) - np.log(alpha + t_x))
     return np.where(repeat, expit(-log_odds), 1.0)
 
@@ -186,12 +264,15 @@ def expected_purchases(
     model: BgNbd, t: float, x: np.ndarray, t_x: np.ndarray, T: np.ndarray
 ) -> np.ndarray:
     """E[transactions in (T, T + t] | x, t_x, T] (paper, eq. 10): P(alive) times the
-    purchases expected of a customer alive at T, computed once per distinct (x, T)."""
+    purchases expected of a customer alive at T, computed once per distinct (x, T). Under
+    MBG/NBD an alive customer has survived x + 1 dropout draws: the posterior of the dropout
+    probability is Beta(a, b + x + 1), i.e. BG/NBD's with b + 1."""
     x, t_x, T = (np.asarray(v, dtype=float) for v in (x, t_x, T))
     if x.size == 0:
         return np.zeros(0)
     pairs, inverse = np.unique(np.column_stack([x, T]), axis=0, return_inverse=True)
-    if_alive = _expected_if_alive(model, t, pairs[:, 0], pairs[:, 1])
+    posterior = replace(model, b=model.b + 1) if model.dropout_at_first else model
+    if_alive = _expected_if_alive(posterior, t, pairs[:, 0], pairs[:, 1])
     return probability_alive(model, x, t_x, T) * if_alive[inverse.ravel()]
 
 
@@ -378,10 +459,17 @@ def overall_status(*reports: FitReport | None) -> str:
     return max((r.fit_status if r else "failed" for r in reports), key=severity.index)
 
 
-def parameters_row(bgnbd: BgNbd, gamma_gamma: GammaGamma, x: np.ndarray) -> dict:
+def parameters_row(
+    bgnbd: BgNbd, gamma_gamma: GammaGamma, x: np.ndarray, choice: ModelChoice | None = None
+) -> dict:
     """marts/clv_model_parameters' row, without as_of; non-finite numbers become None."""
     bg, gg = bgnbd.report, gamma_gamma.report
+    held_out = choice.holdout_log_likelihood if choice else {}
     row = {
+        "purchase_model": bgnbd.model,
+        "bgnbd_holdout_log_likelihood": held_out.get("bgnbd"),
+        "mbgnbd_holdout_log_likelihood": held_out.get("mbgnbd"),
+        "holdout_customers": choice.holdout_customers if choice else 0,
         **{k: v for k, v in bgnbd.as_dict().items() if k != "log_likelihood"},
         **{k: v for k, v in gamma_gamma.as_dict().items() if k != "log_likelihood"},
         "bgnbd_log_likelihood": bgnbd.log_likelihood,

@@ -1,5 +1,6 @@
 """The cross-sell model: the probability that a customer buys a category new to them in the
-next 90 days, from their purchase history and the category affinities.
+next 90 days, from their purchase history, the category affinities and the order and timing
+in which customers adopt categories (A -> B transitions estimated from the history).
 
 A logistic regression over (customer, category not yet bought) rows, fitted by penalised
 maximum likelihood with scipy. A customer's opportunity score is the probability of buying at
@@ -33,7 +34,12 @@ FEATURES = (
     "confidence_max",
     "confidence_mean",
     "category_support",
+    "log_days_since_last_adoption",
+    "log_next_adoption_share",
+    "log_next_adoption_share_due",
+    "log_next_adoption_share_max",
 )
+SHARE_FLOOR = 1e-3  # added to the adoption shares before their log
 # what a missing or non-finite feature is taken to mean
 FEATURE_DEFAULTS = {
     "log_expected_purchases_90d": 0.0,  # no purchase expected
@@ -45,6 +51,11 @@ FEATURE_DEFAULTS = {
     "confidence_max": 0.0,  # no rule leads to the category
     "confidence_mean": 0.0,
     "category_support": 0.0,  # nobody bought the category
+    "log_days_since_last_adoption": float(np.log1p(365.0)),  # a year since the last adoption
+    # nobody adopted it next after the categories the customer owns
+    "log_next_adoption_share": float(np.log(SHARE_FLOOR)),
+    "log_next_adoption_share_due": float(np.log(SHARE_FLOOR)),
+    "log_next_adoption_share_max": float(np.log(SHARE_FLOOR)),
 }
 L2_PENALTY = 1e-3
 FEATURE_DECIMALS = 9
@@ -57,26 +68,37 @@ HORIZON_WEEKS = 90 / 7
 SUMMARY = ("frequency", "recency_weeks", "age_weeks")
 
 
-def with_activity(rows: pd.DataFrame) -> tuple[pd.DataFrame, clv.FitReport]:
-    """Add BG/NBD's view of each customer at the snapshot: P(alive) and the purchases expected
-    in the next 90 days, from a model fitted on the snapshot's own customers (fitted on their
-    distinct summaries, so every customer counts and the order does not)."""
-    customers = rows.drop_duplicates("customer_id").sort_values("customer_id", kind="stable")
+def activity(customers: pd.DataFrame) -> tuple[pd.DataFrame, clv.FitReport]:
+    """BG/NBD's view of each customer at the snapshot (one row each, with SUMMARY): P(alive)
+    and the purchases expected in the next 90 days, from a model fitted on all the snapshot's
+    customers (on their distinct summaries, so every customer counts and the order does not)."""
+    customers = customers.drop_duplicates("customer_id").sort_values("customer_id", kind="stable")
     x, t_x, T = (customers[c].to_numpy(float) for c in SUMMARY)
     model = clv.fit_bgnbd(x, t_x, T)
     usable = model.report is not None and model.report.fit_status != "failed"
     nan = np.full(len(customers), np.nan)  # a failed fit leaves the features' defaults
     expected = clv.expected_purchases(model, HORIZON_WEEKS, x, t_x, T) if usable else nan
     alive = clv.probability_alive(model, x, t_x, T) if usable else nan
-    activity = pd.DataFrame(
+    frame = pd.DataFrame(
         {
             "customer_id": customers["customer_id"].to_numpy(),
             "expected_purchases_90d": np.round(expected, clv.PROBABILITY_DECIMALS),
             "probability_alive": np.round(alive, clv.PROBABILITY_DECIMALS),
         }
     )
-    merged = rows.merge(activity, on="customer_id", how="left", validate="many_to_one")
-    return merged, model.report
+    return frame, model.report
+
+
+def with_activity(
+    rows: pd.DataFrame, customers: pd.DataFrame | None = None
+) -> tuple[pd.DataFrame, clv.FitReport | None]:
+    """`rows` with each customer's activity; fitted on `rows`' own customers unless the
+    activity of the snapshot's customers is given (then the report is None)."""
+    report = None
+    if customers is None:
+        customers, report = activity(rows)
+    merged = rows.merge(customers, on="customer_id", how="left", validate="many_to_one")
+    return merged, report
 
 
 def feature_matrix(rows: pd.DataFrame) -> np.ndarray:
@@ -96,6 +118,16 @@ def feature_matrix(rows: pd.DataFrame) -> np.ndarray:
             "confidence_max": col("confidence_max"),
             "confidence_mean": col("confidence_mean"),
             "category_support": col("category_support"),
+            "log_days_since_last_adoption": np.log1p(col("days_since_last_adoption").clip(lower=0)),
+            # logs: the chance of adopting B is about the customer's activity times a share
+            **{
+                f"log_{name}": np.log(col(name).clip(lower=0) + SHARE_FLOOR)
+                for name in (
+                    "next_adoption_share",
+                    "next_adoption_share_due",
+                    "next_adoption_share_max",
+                )
+            },
         },
         index=rows.index,
     )
@@ -151,13 +183,18 @@ class PopularityBaseline:
         return [{"term": "baseline_recency_scale_days", "coefficient": RECENCY_SCALE_DAYS}]
 
 
-def fit(rows: pd.DataFrame, label: str = "bought_next_90d") -> tuple[Scorer, clv.FitReport]:
+def fit(
+    rows: pd.DataFrame, label: str = "bought_next_90d", weight: str = "sample_weight"
+) -> tuple[Scorer, clv.FitReport]:
     """The logistic model and how its fit went; the PopularityBaseline, with a "failed"
     report, when there are fewer than MIN_TRAINING_ROWS rows or only one class. "degenerate"
     when the minority class has fewer than MIN_CLASS_ROWS rows or the optimiser stopped early.
-    Rows are sorted first, so the sums run in the same order for the same data."""
+    A `weight` column (a stratified sample's inverse sampling rates) weights each row, so the
+    fit estimates the fit on every row. Rows are sorted first, so the sums run in the same
+    order for the same data."""
     rows = rows.sort_values(["customer_id", "category"], kind="stable")
     y = pd.to_numeric(rows[label], errors="coerce").fillna(0).to_numpy(dtype=float)
+    w = rows[weight].to_numpy(dtype=float) if weight in rows else np.ones(len(y))
     positives = int(y.sum())
     repeat_share = _repeat_share(rows)
     failure = _cannot_learn(len(y), positives)
@@ -166,25 +203,33 @@ def fit(rows: pd.DataFrame, label: str = "bought_next_90d") -> tuple[Scorer, clv
         rate = positives / len(y) if len(y) else 0.0
         return PopularityBaseline(len(y), rate), report
     x = feature_matrix(rows)
-    mean, scale = x.mean(axis=0), x.std(axis=0)
+    mean = w @ x / w.sum()
+    scale = np.sqrt(w @ (x - mean) ** 2 / w.sum())
     scale[scale == 0] = 1.0
     z = np.column_stack([np.ones(len(x)), (x - mean) / scale])
-    result = minimize(_loss(z, y), np.zeros(z.shape[1]), jac=True, method="L-BFGS-B")
-    model = CrossSellModel(mean, scale, result.x, int(len(y)), float(y.mean()))
+    result = minimize(
+        _loss(z, y, w),
+        np.zeros(z.shape[1]),
+        jac=True,
+        method="L-BFGS-B",
+        options={"maxiter": 1000, "ftol": 1e-15, "gtol": 1e-9},
+    )
+    rate = float(w @ y / w.sum())
+    model = CrossSellModel(mean, scale, result.x, int(len(y)), rate)
     reasons = []
     if min(positives, len(y) - positives) < MIN_CLASS_ROWS:
         reasons.append(f"{min(positives, len(y) - positives)} rows in the minority class")
-    if not result.success:
+    converged = bool(result.success) or float(np.max(np.abs(result.jac))) <= 1e-6
+    if not converged:
         reasons.append(f"the optimiser stopped before its tolerance: {result.message}")
-    log_likelihood = -float(result.fun) * len(y)
-    status = "degenerate" if reasons else "ok"
+    log_likelihood = -float(result.fun) * float(w.sum())
     if not (np.isfinite(result.x).all() and np.isfinite(log_likelihood)):
-        return PopularityBaseline(len(y), float(y.mean())), clv.FitReport(
+        return PopularityBaseline(len(y), rate), clv.FitReport(
             "failed", False, int(result.nit), None, len(y), repeat_share, ("non-finite fit",)
         )
     report = clv.FitReport(
-        status,
-        bool(result.success),
+        "degenerate" if reasons else "ok",
+        converged,
         int(result.nit),
         log_likelihood,
         len(y),
@@ -203,14 +248,18 @@ def _cannot_learn(rows: int, positives: int) -> str | None:
     return None
 
 
-def _loss(z: np.ndarray, y: np.ndarray):
-    def loss(w: np.ndarray) -> tuple[float, np.ndarray]:
-        s = z @ w
+def _loss(z: np.ndarray, y: np.ndarray, w: np.ndarray):
+    """The weighted mean negative log-likelihood plus an L2 penalty on the coefficients (not
+    the intercept), and its gradient."""
+    total = w.sum()
+
+    def loss(beta: np.ndarray) -> tuple[float, np.ndarray]:
+        s = z @ beta
         # log(1 + e^s) - y s is the negative log-likelihood without log(0) for any s
-        nll = float(np.mean(np.logaddexp(0.0, s) - y * s))
-        grad = z.T @ (expit(s) - y) / len(y)
-        penalty = L2_PENALTY * np.r_[0.0, w[1:]]
-        return nll + 0.5 * L2_PENALTY * float(w[1:] @ w[1:]), grad + penalty
+        nll = float(w @ (np.logaddexp(0.0, s) - y * s)) / total
+        grad = z.T @ (w * (expit(s) - y)) / total
+        penalty = L2_PENALTY * np.r_[0.0, beta[1:]]
+        return nll + 0.5 * L2_PENALTY * float(beta[1:] @ beta[1:]), grad + penalty
 
     return loss
 
@@ -229,6 +278,90 @@ def customer_scores(rows: pd.DataFrame, probability: np.ndarray) -> pd.Series:
     log_none = pd.Series(np.log1p(-p), index=rows.index)
     scores = -np.expm1(log_none.groupby(rows["customer_id"], sort=True).sum())
     return scores.round(9)
+
+
+def within_customer_rank(rows: pd.DataFrame, keys: list[np.ndarray]) -> np.ndarray:
+    """Each row's rank among its customer's rows (1 = best) by `keys`, highest first, the
+    first key deciding; ties go to the category name."""
+    customer = rows["customer_id"].to_numpy()
+    order = np.lexsort(
+        (rows["category"].to_numpy(), *(-np.asarray(k, dtype=float) for k in reversed(keys)),
+         customer)
+    )  # fmt: skip
+    sorted_customer = customer[order]
+    starts = np.r_[True, sorted_customer[1:] != sorted_customer[:-1]]
+    position = np.arange(len(order))
+    first = np.maximum.accumulate(np.where(starts, position, 0))
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = position - first + 1
+    return rank
+
+
+def baseline_rankings(rows: pd.DataFrame) -> dict[str, list[np.ndarray]]:
+    """The simple category rankers every backtest sets ours against: popularity (the share
+    of buyers who own the category) and the plain count of transitions from the customer's
+    last adopted category (ties by popularity)."""
+    support = pd.to_numeric(rows["category_support"], errors="coerce").fillna(0).to_numpy(float)
+    counts = pd.to_numeric(rows["next_adoptions_after_last"], errors="coerce").fillna(0)
+    return {"popularity": [support], "transitions": [counts.to_numpy(float), support]}
+
+
+def score_customers(
+    rows: pd.DataFrame, probability: np.ndarray, label: str | None = None
+) -> pd.DataFrame:
+    """Per customer of `rows` (all of each customer's rows): the opportunity score and the
+    three next-best categories; with `label`, also whether they bought a new category and, for
+    ours and each baseline ranker, whether the top 1 and top 3 held one (NaN for customers who
+    bought none). Works on any chunk that holds whole customers."""
+    rows = rows.assign(score=np.asarray(probability, dtype=float))
+    if rows.empty:
+        return _empty_scores(label)
+    out = _top_three(rows).join(customer_scores(rows, rows["score"].to_numpy()).rename(
+        "cross_sell_opportunity_score"))  # fmt: skip
+    if label is None:
+        return out.rename_axis("customer_id").reset_index()
+    bought = pd.to_numeric(rows[label], errors="coerce").fillna(0).to_numpy() > 0
+    rankers = {"ours": [rows["score"].to_numpy()], **baseline_rankings(rows)}
+    hits = {}
+    for name, keys in rankers.items():
+        rank = within_customer_rank(rows, keys)
+        for k in (1, 3):
+            hits[f"hit_at_{k}_{name}"] = bought & (rank <= k)
+    per_customer = pd.DataFrame(hits, index=rows.index).groupby(rows["customer_id"]).any()
+    buyer = pd.Series(bought, index=rows.index).groupby(rows["customer_id"]).any()
+    recency = pd.to_numeric(rows["recency_days"], errors="coerce").groupby(rows["customer_id"])
+    out = out.join(per_customer.astype(float).where(buyer, np.nan))
+    out["new_category_buyer"] = buyer.astype(float)
+    out["recency_days"] = recency.first().astype(float)
+    return out.rename_axis("customer_id").reset_index()
+
+
+def _empty_scores(label: str | None) -> pd.DataFrame:
+    columns = {"customer_id": "str", "cross_sell_opportunity_score": float}
+    for r in (1, 2, 3):
+        columns |= {f"next_best_category_{r}": "str", f"next_best_category_{r}_score": float}
+    if label is not None:
+        names = ("ours", *baseline_rankings(pd.DataFrame(columns=_BASELINE_INPUTS)))
+        columns |= {f"hit_at_{k}_{n}": float for n in names for k in (1, 3)}
+        columns |= {"new_category_buyer": float, "recency_days": float}
+    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in columns.items()})
+
+
+_BASELINE_INPUTS = ["category_support", "next_adoptions_after_last"]
+
+
+def _top_three(rows: pd.DataFrame) -> pd.DataFrame:
+    rank = within_customer_rank(rows, [rows["score"].to_numpy()])
+    top = rows.loc[rank <= 3, ["customer_id", "category", "score"]].assign(rank=rank[rank <= 3])
+    wide = top.pivot(index="customer_id", columns="rank", values=["category", "score"])
+    out = pd.DataFrame(index=pd.Index(rows["customer_id"].unique()).sort_values())
+    for r in (1, 2, 3):
+        for values, suffix in (("category", ""), ("score", "_score")):
+            column = wide[(values, r)] if (values, r) in wide else pd.Series()
+            # typed even when empty, so the mart's columns keep their types
+            dtype = "str" if values == "category" else float
+            out[f"next_best_category_{r}{suffix}"] = column.reindex(out.index).astype(dtype)
+    return out
 
 
 def roc_auc(label: np.ndarray, score: np.ndarray) -> float | None:
@@ -251,30 +384,50 @@ def top_decile_precision(label: np.ndarray, score: np.ndarray) -> float | None:
     return float(np.asarray(label, dtype=float)[top].mean())
 
 
+def top_decile_lift(label: np.ndarray, score: np.ndarray) -> float | None:
+    """Top-decile precision over the base rate; None when either is undefined or zero."""
+    precision = top_decile_precision(label, score)
+    base = float(np.mean(label)) if len(label) else 0.0
+    return precision / base if precision is not None and base > 0 else None
+
+
 def backtest(
-    snapshots: pd.DataFrame, ours: pd.Series
+    snapshots: pd.DataFrame, scored: pd.DataFrame
 ) -> tuple[dict[str, float | int | None], dict[str, str]]:
-    """Our score against DataOS's on the customers of the snapshot 90 days before as_of, over
-    the customers whose both scores are finite. A customer with no candidate row has bought
-    every category, so nothing new is possible: score 0. Undefined figures are None, with
-    the reason in the second dict."""
-    scored = snapshots.set_index("customer_id")
-    no_candidate = ~scored.index.isin(ours.index)
-    scored["ours"] = ours.reindex(scored.index).astype(float).mask(no_candidate, 0.0)
-    dataos = pd.to_numeric(scored["dataos_cross_sell_score"], errors="coerce").astype(float)
-    defined = np.isfinite(scored["ours"].to_numpy()) & np.isfinite(dataos.to_numpy())
-    label = scored["bought_new_category_next_90d"].fillna(0).to_numpy(dtype=bool)[defined]
-    mine, theirs = scored["ours"].to_numpy()[defined], dataos.to_numpy()[defined]
+    """Our score against DataOS's and recency's on the customers of the snapshot 90 days before
+    as_of, over the customers whose scores are finite, and our next-best category against the
+    baseline rankers (hit@1, hit@3 among the customers who bought a new category). A customer
+    with no candidate row has bought every category, so nothing new is possible: score 0.
+    Undefined figures are None, with the reason in the second dict."""
+    frame = snapshots.set_index("customer_id").join(scored.set_index("customer_id"), how="left")
+    has_rows = frame.index.isin(scored["customer_id"])
+    ours = frame["cross_sell_opportunity_score"].astype(float).mask(~has_rows, 0.0)
+    dataos = pd.to_numeric(frame["dataos_cross_sell_score"], errors="coerce").astype(float)
+    defined = np.isfinite(ours.to_numpy()) & np.isfinite(dataos.to_numpy())
+    label = frame["bought_new_category_next_90d"].fillna(0).to_numpy(dtype=bool)[defined]
+    mine, theirs = ours.to_numpy()[defined], dataos.to_numpy()[defined]
+    # the recency baseline: the more recent the last purchase, the likelier; none: last
+    recency = -frame["recency_days"].astype(float).fillna(1e9).to_numpy()[defined]
     metrics: dict[str, float | int | None] = {
-        "backtest_customers": int(len(scored)),
+        "backtest_customers": int(len(frame)),
         "backtest_customers_scored": int(defined.sum()),
         "backtest_new_category_buyers": int(label.sum()),
         "auc": roc_auc(label, mine),
         "auc_dataos": roc_auc(label, theirs),
+        "auc_recency": roc_auc(label, recency),
         "top_decile_precision": top_decile_precision(label, mine),
         "top_decile_precision_dataos": top_decile_precision(label, theirs),
+        "top_decile_lift": top_decile_lift(label, mine),
+        "top_decile_lift_recency": top_decile_lift(label, recency),
         "base_rate": float(label.mean()) if len(label) else None,
+        "mean_score": float(mine.mean()) if len(mine) else None,
     }
+    hit_columns = [c for c in frame if c.startswith("hit_at_")]
+    metrics["hit_customers"] = int(frame[hit_columns[0]].notna().sum()) if hit_columns else 0
+    for column in hit_columns:
+        values = frame[column].dropna()
+        name = column.removesuffix("_ours")
+        metrics[name] = float(values.mean()) if len(values) else None
     why = (
         "no customers scored"
         if not len(label)
@@ -284,28 +437,17 @@ def backtest(
     return metrics, undefined
 
 
-def recommendations(current: pd.DataFrame, buyers: pd.Index) -> pd.DataFrame:
-    """Per customer: the opportunity score and the three next-best categories. A buyer with
-    no candidate row has bought every category: opportunity 0, no next-best category."""
-    opportunity = customer_scores(current, current["score"].to_numpy())
-    top = (
-        current.sort_values(
-            ["customer_id", "score", "category"], ascending=[True, False, True], kind="stable"
-        )
-        .groupby("customer_id")
-        .head(3)
-    )
-    top = top.assign(rank=top.groupby("customer_id").cumcount() + 1)
-    wide = top.pivot(index="customer_id", columns="rank", values=["category", "score"])
-    customers = opportunity.index.union(pd.Index(buyers, dtype=opportunity.index.dtype))
-    recs = pd.DataFrame(index=customers.sort_values())
-    recs["cross_sell_opportunity_score"] = opportunity.reindex(recs.index).fillna(0.0)
-    for rank in (1, 2, 3):
-        for values, suffix in (("category", ""), ("score", "_score")):
-            column = wide[(values, rank)] if (values, rank) in wide else pd.Series()
-            # typed even when empty, so the mart's columns keep their types
-            dtype = "str" if values == "category" else float
-            recs[f"next_best_category_{rank}{suffix}"] = column.reindex(recs.index).astype(dtype)
+def recommendations(scored: pd.DataFrame, buyers: pd.Index) -> pd.DataFrame:
+    """The mart's rows from `score_customers` over every chunk: per buyer the opportunity
+    score and the three next-best categories. A buyer with no candidate row has bought every
+    category: opportunity 0, no next-best category."""
+    columns = ["cross_sell_opportunity_score"] + [
+        f"next_best_category_{r}{suffix}" for r in (1, 2, 3) for suffix in ("", "_score")
+    ]
+    scored = scored.set_index("customer_id")[columns]
+    customers = scored.index.union(pd.Index(buyers, dtype=scored.index.dtype)).sort_values()
+    recs = scored.reindex(customers)
+    recs["cross_sell_opportunity_score"] = recs["cross_sell_opportunity_score"].fillna(0.0)
     return recs.rename_axis("customer_id").reset_index()
 
 

@@ -2,6 +2,11 @@
 -- Snapshots are as_of and 90 and 180 days before it; features use only purchases up to the
 -- snapshot, and `bought_next_90d` says whether the category was bought in the 90 days after
 -- it (null for the as_of snapshot: that is the future we score).
+-- Adoption features carry direction and timing: for each category A, which categories
+-- customers first bought next after A (A -> B), and how long after; estimated from the
+-- history up to each snapshot only.
+{%- set lag_bucket_days = 30 %}
+{%- set last_lag_bucket = 24 %}
 with
 
 lines as (
@@ -83,6 +88,111 @@ rules as (
 
 ),
 
+adoptions as (
+
+    -- the day each customer first bought each category
+    select days_before_as_of, customer_id, category, min(purchase_date) as adopted_on
+    from history
+    group by days_before_as_of, customer_id, category
+
+),
+
+adoption_steps as (
+
+    -- each day a customer adopted a category, with their next such day
+    select
+        days_before_as_of,
+        customer_id,
+        adopted_on,
+        lead(adopted_on) over (
+            partition by days_before_as_of, customer_id order by adopted_on
+        ) as next_adopted_on
+    from (select distinct days_before_as_of, customer_id, adopted_on from adoptions) as days
+
+),
+
+next_adoptions as (
+
+    -- A -> B: B was among the categories first bought on the first adoption day after A's
+    select
+        a.days_before_as_of,
+        a.category as antecedent,
+        b.category as consequent,
+        {{ dbt.datediff('a.adopted_on', 'b.adopted_on', 'day') }} as lag_days
+    from adoptions as a
+    inner join adoption_steps as s
+        on a.days_before_as_of = s.days_before_as_of
+        and a.customer_id = s.customer_id
+        and a.adopted_on = s.adopted_on
+    inner join adoptions as b
+        on a.days_before_as_of = b.days_before_as_of
+        and a.customer_id = b.customer_id
+        and b.adopted_on = s.next_adopted_on
+
+),
+
+transition_lags as (
+
+    select
+        days_before_as_of,
+        antecedent,
+        consequent,
+        least(floor(lag_days / {{ lag_bucket_days }}), {{ last_lag_bucket }}) as lag_bucket,
+        count(*) as transitions
+    from next_adoptions
+    group by 1, 2, 3, 4
+
+),
+
+lag_buckets as (
+
+    {% for bucket in range(last_lag_bucket + 1) -%}
+    select {{ bucket }} as lag_bucket{% if not loop.last %} union all {% endif %}
+    {% endfor %}
+
+),
+
+transitions as (
+
+    -- per pair: every A -> B transition, and for each lag bucket k those that took at least
+    -- k buckets: still to come for a customer who adopted A k buckets ago
+    select
+        transition_lags.days_before_as_of,
+        transition_lags.antecedent,
+        transition_lags.consequent,
+        lag_buckets.lag_bucket,
+        sum(transition_lags.transitions) as due,
+        max(totals.transitions) as transitions
+    from transition_lags
+    inner join lag_buckets
+        on transition_lags.lag_bucket >= lag_buckets.lag_bucket
+    inner join (
+        select days_before_as_of, antecedent, consequent, sum(transitions) as transitions
+        from transition_lags
+        group by 1, 2, 3
+    ) as totals
+        on transition_lags.days_before_as_of = totals.days_before_as_of
+        and transition_lags.antecedent = totals.antecedent
+        and transition_lags.consequent = totals.consequent
+    group by 1, 2, 3, 4
+
+),
+
+last_adoption as (
+
+    -- each customer's most recent adoption day, and how long before the snapshot it was
+    select
+        adoptions.days_before_as_of,
+        adoptions.customer_id,
+        max(adoptions.adopted_on) as last_adopted_on,
+        {{ dbt.datediff('max(adoptions.adopted_on)', 'cast(max(cutoffs.cutoff) as date)', 'day') }}
+            as days_since_last_adoption
+    from adoptions
+    inner join cutoffs on adoptions.days_before_as_of = cutoffs.days_before_as_of
+    group by 1, 2
+
+),
+
 candidates as (
 
     select customer_stats.days_before_as_of, customer_stats.customer_id, categories.category
@@ -117,6 +227,77 @@ affinity as (
 
 ),
 
+pair_shares as (
+
+    -- per (A, B, lag bucket): A -> B transitions as a share of A's adopters, in all and
+    -- those that took at least that many buckets
+    select
+        transitions.days_before_as_of,
+        transitions.antecedent,
+        transitions.consequent,
+        transitions.lag_bucket,
+        transitions.transitions,
+        1.0 * transitions.transitions / category_counts.buyers as share,
+        1.0 * transitions.due / category_counts.buyers as due_share
+    from transitions
+    inner join category_counts
+        on transitions.days_before_as_of = category_counts.days_before_as_of
+        and transitions.antecedent = category_counts.category
+
+),
+
+owned as (
+
+    select
+        adoptions.days_before_as_of,
+        adoptions.customer_id,
+        adoptions.category,
+        adoptions.adopted_on = last_adoption.last_adopted_on as is_last,
+        -- how long ago the customer adopted this category, in lag buckets
+        least(
+            floor(
+                {{ dbt.datediff('adoptions.adopted_on', 'cast(cutoffs.cutoff as date)', 'day') }}
+                / {{ lag_bucket_days }}
+            ),
+            {{ last_lag_bucket }}
+        ) as lag_bucket
+    from adoptions
+    inner join last_adoption
+        on adoptions.days_before_as_of = last_adoption.days_before_as_of
+        and adoptions.customer_id = last_adoption.customer_id
+    inner join cutoffs
+        on adoptions.days_before_as_of = cutoffs.days_before_as_of
+
+),
+
+sequence as (
+
+    -- only the (customer, B) with a transition into B from a category they own (sparse):
+    -- over every owned A, the highest share of A's adopters who adopted B next, and of the
+    -- part of it still to come as long after A as it has now been since the customer adopted
+    -- A; from the most recently adopted A(s), that share and the plain count of A -> B
+    select
+        owned.days_before_as_of,
+        owned.customer_id,
+        pair.consequent as category,
+        max(pair.share) as next_adoption_share_max,
+        max(case when owned.is_last then pair.share end) as next_adoption_share,
+        max(since_a.due_share) as next_adoption_share_due,
+        max(case when owned.is_last then pair.transitions end) as next_adoptions_after_last
+    from owned
+    inner join pair_shares as pair
+        on owned.days_before_as_of = pair.days_before_as_of
+        and owned.category = pair.antecedent
+        and pair.lag_bucket = 0
+    left join pair_shares as since_a
+        on owned.days_before_as_of = since_a.days_before_as_of
+        and owned.category = since_a.antecedent
+        and pair.consequent = since_a.consequent
+        and owned.lag_bucket = since_a.lag_bucket
+    group by owned.days_before_as_of, owned.customer_id, pair.consequent
+
+),
+
 next_purchases as (
 
     select distinct cutoffs.days_before_as_of, lines.customer_id, lines.category
@@ -145,6 +326,11 @@ final as (
         coalesce(affinity.confidence_max, 0) as confidence_max,
         coalesce(affinity.confidence_mean, 0) as confidence_mean,
         1.0 * coalesce(category_counts.buyers, 0) / basket_totals.customers as category_support,
+        last_adoption.days_since_last_adoption,
+        coalesce(sequence.next_adoption_share, 0) as next_adoption_share,
+        coalesce(sequence.next_adoption_share_due, 0) as next_adoption_share_due,
+        coalesce(sequence.next_adoption_share_max, 0) as next_adoption_share_max,
+        coalesce(sequence.next_adoptions_after_last, 0) as next_adoptions_after_last,
         case
             when affinity.days_before_as_of = 0 then null
             when next_purchases.category is not null then 1
@@ -156,9 +342,16 @@ final as (
         and affinity.customer_id = customer_stats.customer_id
     inner join basket_totals
         on affinity.days_before_as_of = basket_totals.days_before_as_of
+    inner join last_adoption
+        on affinity.days_before_as_of = last_adoption.days_before_as_of
+        and affinity.customer_id = last_adoption.customer_id
     left join category_counts
         on affinity.days_before_as_of = category_counts.days_before_as_of
         and affinity.category = category_counts.category
+    left join sequence
+        on affinity.days_before_as_of = sequence.days_before_as_of
+        and affinity.customer_id = sequence.customer_id
+        and affinity.category = sequence.category
     left join next_purchases
         on affinity.days_before_as_of = next_purchases.days_before_as_of
         and affinity.customer_id = next_purchases.customer_id
