@@ -7,8 +7,8 @@ import json
 import os
 import shutil
 import socket
-import statistics
 import stat
+import statistics
 import subprocess
 import sys
 import threading
@@ -26,7 +26,7 @@ from retail_dp.settings import PROJECT_ROOT
 
 from .delivery_server import JWT_SECRET, KEYS, Server, token
 
-FORMULAS = ["=1+2", "+SUM(1,1)", "-2+3", "@cmd", "=HYPERLINK(\"http://evil.example\")"]
+FORMULAS = ["=1+2", "+SUM(1,1)", "-2+3", "@cmd", '=HYPERLINK("http://evil.example")']
 WEBHOOK = "https://hooks.example/services/T000/B000/secret-token-123"
 ENGINE_WORDS = ["duckdb", "binder", "conversion error", "catalog error", "metricflow",
                 "simplemetric", "__", "traceback", "select ", "/work/", ".duckdb"]  # fmt: skip
@@ -60,9 +60,8 @@ def guarded(built, tmp_path_factory):
             "SELECT product_id FROM marts.dim_product ORDER BY 1 LIMIT ?", [len(FORMULAS)]
         ).fetchall()]  # fmt: skip
         for product, name in zip(ids, FORMULAS, strict=True):
-            con.execute(
-                "UPDATE marts.dim_product SET product_name = ? WHERE product_id = ?", [name, product]
-            )
+            sql = "UPDATE marts.dim_product SET product_name = ? WHERE product_id = ?"
+            con.execute(sql, [name, product])
     descriptors = tmp / "data_products"
     shutil.copytree(settings.descriptors_dir, descriptors)
     consumer = descriptors / "product_affinity_cross_sell.yaml"
@@ -214,8 +213,8 @@ def test_non_finite_numbers_get_400(guarded):
             response = client.post(path, content=body, headers={"Content-Type": "application/json"})
             assert response.status_code == 400, (path, body, response.text)
             assert "non-finite" in response.json()["error"]
-    graphql = client.post("/graphql", content=b'{"query": "{ __typename }", "variables": {"x": NaN}}',
-                          headers={"Content-Type": "application/json"})  # fmt: skip
+    body = b'{"query": "{ __typename }", "variables": {"x": NaN}}'
+    graphql = client.post("/graphql", content=body, headers={"Content-Type": "application/json"})
     assert graphql.status_code == 400
 
 
@@ -327,8 +326,10 @@ def test_the_public_catalogue_shows_no_secrets_or_row_counts(guarded):
 
 
 def test_csv_export_escapes_formula_cells(guarded):
-    query = {"dimensions": ["product.product_name"],
-             "filters": [{"member": "product.product_name", "operator": "in", "values": FORMULAS}]}
+    query = {
+        "dimensions": ["product.product_name"],
+        "filters": [{"member": "product.product_name", "operator": "in", "values": FORMULAS}],
+    }
     csv = guarded.client("steward").post("/v1/export?format=csv", json=query)
     cells = csv.text.splitlines()[1:]
     assert len(cells) == len(FORMULAS), csv.text
@@ -367,8 +368,10 @@ def test_hub_and_api_send_security_headers(guarded):
         assert headers["x-content-type-options"] == "nosniff"
         assert headers["x-frame-options"] == "DENY"
         assert headers["referrer-policy"] == "no-referrer"
-    assert guarded.client("sales").post("/v1/load", json=NORMAL[0]).headers[
-        "cache-control"] == "no-store"
+    assert (
+        guarded.client("sales").post("/v1/load", json=NORMAL[0]).headers["cache-control"]
+        == "no-store"
+    )
     page = guarded.client().get("/").text
     assert "http://" not in page and "https://" not in page  # nothing from elsewhere
 
@@ -393,8 +396,12 @@ def test_every_request_is_audited_completely_bounded_and_rotated(guarded):
              "order": {"purchase.total_spend": "desc"}, "limit": 7}  # fmt: skip
     assert load(client, query).status_code == 200
     assert client.post("/v1/load", json={"measures": "nope"}).status_code == 422
-    assert client.post("/v1/load", content=b'{"limit": NaN}',
-                       headers={"Content-Type": "application/json"}).status_code == 400
+    assert (
+        client.post(
+            "/v1/load", content=b'{"limit": NaN}', headers={"Content-Type": "application/json"}
+        ).status_code
+        == 400
+    )
     name = "m" * 60_000  # a 60 KB member name (the 10 MB one now stops at 64 KB)
     assert load(client, {"measures": [name]}).status_code == 400
     gql = client.post("/graphql", json={"query": "{ dataProducts }"})

@@ -279,14 +279,14 @@ class ServiceLevel:
 def format_service_levels(rows: list[ServiceLevel], window: str) -> str:
     lines = [
         f"Delivery service levels ({window})",
-        f"{'kind':<13} {'slo':<28} {'measured':>10} {'target':>12}  status    detail",
+        f"{'kind':<13} {'slo':<36} {'measured':>10} {'target':>12}  status    detail",
     ]
     for r in rows:
         measured = "-" if r.measured is None else _level(r.measured, r.unit)
         target = f"{r.comparison} {_level(r.target, r.unit)}"
         status = {True: "MET", False: "BREACHED", None: "NO DATA"}[r.met]
         lines.append(
-            f"{r.kind:<13} {r.name[:28]:<28} {measured:>10} {target:>12}  {status:<8}  {r.detail}"
+            f"{r.kind:<13} {r.name[:36]:<36} {measured:>10} {target:>12}  {status:<8}  {r.detail}"
         )
     return "\n".join(lines)
 
