@@ -113,6 +113,11 @@ def test_every_tab_of_the_cross_sell_product_works(page):
             assert panel.locator("#checks tbody tr").count() > 50
             expect(panel.locator("#checks .history span").first).to_be_visible()
             expect(panel.locator("#incidents")).to_be_visible()
+            levels = panel.locator("#service-levels")
+            expect(levels).to_contain_text("availability")
+            expect(levels).to_contain_text("p95 latency /v1/load")
+            expect(levels).to_contain_text("PII masking coverage")
+            expect(levels).to_contain_text("access review age")
         elif tab == "access":
             expect(panel.locator("pre")).to_have_count(4)
             expect(panel.locator("#groups")).to_contain_text("regional_manager_spain")
@@ -164,3 +169,19 @@ def test_without_credentials_definitions_but_no_data(page):
     expect(page.locator("#panel .notice")).to_contain_text("Sign in")
     expect(page.locator("#panel figure.chart")).to_have_count(1)  # the backtest, no customer data
     assert loads == []
+
+
+def test_the_hub_runs_under_its_content_security_policy(page):
+    """Security headers on the page; every tab renders under the CSP (a violation would be a
+    console error, which fails the test) and nothing is fetched from another origin."""
+    elsewhere = []
+    page.on("request", lambda r: None if r.url.startswith((page.base, "data:"))
+            else elsewhere.append(r.url))  # fmt: skip
+    response = page.goto(page.base + "/")
+    assert "default-src 'self'" in response.headers["content-security-policy"]
+    assert response.headers["x-frame-options"] == "DENY"
+    sign_in(page, "rdp_demo_marketing_2026")
+    for tab in TABS:
+        page.goto(f"{page.base}/#/product/{CONSUMER}/{tab}")
+        expect(page.locator(f"#tab-{tab}")).to_have_attribute("aria-selected", "true")
+    assert elsewhere == []
