@@ -28,6 +28,13 @@ def _as_of(value: str) -> datetime:
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
+def _days(value: str) -> int:
+    text = value.strip().lower().removesuffix("d")
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of days such as 90d")
+    return int(text)
+
+
 class UsageError(Exception):
     """A setting the command cannot work with; the message is one line for stderr."""
 
@@ -104,8 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument(
         "--profile",
         default="grocery",
-        help="shape of the data: grocery (default; planted affinities) or marketplace "
-        "(hashed ids, no contact details, ~70 categories, ~3%% repeat buyers)",
+        help="shape of the data: grocery (default; planted affinities), marketplace "
+        "(hashed ids, no contact details, ~70 categories, ~3%% repeat buyers) or sequential "
+        "(planted adoption chains: X, then Y 30-120 days later)",
     )
 
     run = sub.add_parser("run", help="materialize every asset and run every check")
@@ -177,6 +185,25 @@ def build_parser() -> argparse.ArgumentParser:
     erase.add_argument("--customer", required=True, metavar="ID", help="the customer_id")
     erase.add_argument("--reason", help="why (kept in the audit log)")
     _location_args(erase)
+
+    backtest = sub.add_parser(
+        "backtest",
+        help="build the product at --as-of and measure its models on what happened next",
+        description="Build the product at --as-of from the full landing zone (later rows are "
+        "deferred), read what really happened in (as_of, as_of + horizon] from the same "
+        "landing files, and write the models' figures against simple baselines as JSON and "
+        "Markdown under reports/ next to the warehouse. The warehouse defaults to backtest/ "
+        "beside the product's, so the product itself is never rewound.",
+    )
+    backtest.add_argument("--data-dir", type=Path, help=env_help("data_dir", "landing zone"))
+    backtest.add_argument(
+        "--warehouse", type=Path, help="DuckDB file to build at as_of (default: backtest/ "
+        "beside the product's warehouse)"
+    )  # fmt: skip
+    backtest.add_argument("--as-of", type=_as_of, required=True, help="T, ISO date or timestamp")
+    backtest.add_argument(
+        "--horizon", type=_days, default=90, help="how far to look after T, e.g. 90d (default)"
+    )
 
     openapi = sub.add_parser(
         "openapi", help="write the delivery service's contracts (OpenAPI, GraphQL SDL)"
@@ -330,6 +357,32 @@ def _erase(args: argparse.Namespace) -> int:
     return 0
 
 
+def _backtest(args: argparse.Namespace) -> int:
+    product = settings_from_args(argparse.Namespace(data_dir=args.data_dir))
+    warehouse = args.warehouse or product.warehouse.parent / "backtest" / product.warehouse.name
+    settings = product.model_copy(update={"warehouse": warehouse})
+    if not _preflight("backtest", settings, _preflight_run):
+        return 2
+    import duckdb
+
+    from retail_dp.analytics import backtest
+    from retail_dp.runner import format_report, run_refresh
+
+    built = run_refresh(settings, as_of=args.as_of)
+    if not built.ok:
+        print(format_report(built))
+        print("retail-dp backtest: the build at as_of failed; no report", file=sys.stderr)
+        return 1
+    window = backtest.Window(args.as_of, args.horizon)
+    outcomes = backtest.read_outcomes(settings.data_dir, settings.descriptors_dir, window)
+    with duckdb.connect(str(settings.warehouse), read_only=True) as con:
+        report = backtest.build_report(con, outcomes, window)
+    paths = backtest.write_report(report, settings.warehouse.parent / "reports")
+    print(backtest.markdown(report))
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "generate":
@@ -380,6 +433,8 @@ def main(argv: list[str] | None = None) -> int:
         return _access_review(args)
     if args.command == "erase":
         return _erase(args)
+    if args.command == "backtest":
+        return _backtest(args)
     if args.command == "openapi":
         from retail_dp.delivery.api import contract_documents
 
