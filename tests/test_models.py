@@ -88,6 +88,112 @@ def test_quadrature_fallback_agrees_with_the_closed_form(cdnow):
         np.testing.assert_allclose(quadrature, closed, rtol=1e-9)
 
 
+ORACLE_CUSTOMERS = 300  # the CDNOW customers whose predictions are compared one by one
+
+
+@pytest.mark.parametrize("model", clv.PURCHASE_MODELS)
+def test_purchase_models_match_lifetimes_on_cdnow(cdnow, model):
+    """An independent implementation (Lifetimes 0.11.3, test-only): the parameters of both
+    fits, and at our parameters the conditional expectation and P(alive), to 1e-6."""
+    from lifetimes import BetaGeoFitter, ModifiedBetaGeoFitter
+
+    x, t_x, T = cdnow_arrays(cdnow)
+    ours = clv.fit_bgnbd(x, t_x, T, model)
+    theirs = {"bgnbd": BetaGeoFitter, "mbgnbd": ModifiedBetaGeoFitter}[model]()
+    theirs.fit(cdnow["frequency"], cdnow["recency"], cdnow["T"])
+    names = ["r", "alpha", "a", "b"]
+    np.testing.assert_allclose(
+        [getattr(ours, n) for n in names], theirs.params_[names].to_numpy(), rtol=1e-6
+    )
+    theirs.params_ = pd.Series({n: getattr(ours, n) for n in names})
+    some = slice(0, ORACLE_CUSTOMERS)
+    for weeks in (39.0, clv.WEEKS_PER_YEAR):
+        np.testing.assert_allclose(
+            clv.expected_purchases(ours, weeks, x[some], t_x[some], T[some]),
+            theirs.conditional_expected_number_of_purchases_up_to_time(
+                weeks, x[some], t_x[some], T[some]
+            ),
+            rtol=1e-6,
+        )
+    np.testing.assert_allclose(
+        clv.probability_alive(ours, x[some], t_x[some], T[some]),
+        theirs.conditional_probability_alive(x[some], t_x[some], T[some]),
+        rtol=1e-6,
+        atol=1e-12,
+    )
+    if model == "mbgnbd":  # one-time buyers can be gone
+        assert clv.probability_alive(ours, x, t_x, T)[x == 0].max() < 1
+
+
+def test_gamma_gamma_matches_lifetimes_on_cdnow(cdnow):
+    from lifetimes import GammaGammaFitter
+
+    repeat = cdnow[cdnow["frequency"] > 0]
+    ours = clv.fit_gamma_gamma(repeat["frequency"], repeat["zbar"])
+    theirs = GammaGammaFitter().fit(repeat["frequency"], repeat["zbar"])
+    np.testing.assert_allclose(
+        [ours.p, ours.q, ours.gamma], theirs.params_[["p", "q", "v"]].to_numpy(), rtol=1e-6
+    )
+    theirs.params_ = pd.Series({"p": ours.p, "q": ours.q, "v": ours.gamma})
+    some = repeat.iloc[:ORACLE_CUSTOMERS]
+    np.testing.assert_allclose(
+        clv.expected_transaction_value(ours, some["frequency"], some["zbar"]),
+        theirs.conditional_expected_average_profit(some["frequency"], some["zbar"]),
+        rtol=1e-6,
+    )
+
+
+def simulate_purchases(n: int, model: clv.BgNbd, weeks: float, seed: int):
+    """Customers of a BG/NBD world (dropout only after a repeat purchase) or of an MBG/NBD
+    one (after every purchase, the first included), observed for up to `weeks`."""
+    rng = np.random.default_rng(seed)
+    rate, dropout = rng.gamma(model.r, 1 / model.alpha, n), rng.beta(model.a, model.b, n)
+    T = np.round(rng.uniform(1, weeks, n) * 7) / 7
+    x, t_x = np.zeros(n), np.zeros(n)
+    for i in range(n):
+        t, alive = 0.0, not (model.dropout_at_first and rng.random() < dropout[i])
+        while alive:
+            t += rng.exponential(1 / rate[i])
+            if t > T[i]:
+                break
+            x[i] += 1
+            t_x[i] = np.round(t * 7) / 7
+            alive = rng.random() >= dropout[i]
+    return x, t_x, T
+
+
+@pytest.mark.parametrize("truth", ["bgnbd", "mbgnbd"])
+def test_the_held_out_log_likelihood_chooses_the_model_that_made_the_data(truth):
+    world = clv.BgNbd(r=0.8, alpha=6.0, a=1.2, b=3.0, model=truth)
+    x, t_x, T = simulate_purchases(6000, world, 104, seed=5)
+    holdout = np.arange(len(x)) % 5 == 0
+    choice = clv.choose_purchase_model(x, t_x, T, holdout)
+    assert choice.chosen.model == truth and choice.holdout_customers == holdout.sum()
+    scores = choice.holdout_log_likelihood
+    assert scores[truth] == max(scores.values())
+    row = clv.parameters_row(choice.chosen, clv.fit_gamma_gamma(x, np.where(x > 0, 10.0, 0)), x,
+                             choice)  # fmt: skip
+    assert row["purchase_model"] == truth and row["holdout_customers"] == holdout.sum()
+
+
+def test_cross_sell_matches_scikit_learns_logistic_regression():
+    """Same design matrix, same weights, same L2 penalty (C = 1 / (penalty x total weight),
+    intercept unpenalised): the same coefficients."""
+    from sklearn.linear_model import LogisticRegression
+
+    rows, _ = cross_sell.with_activity(feature_rows(800, label=None, seed=3))
+    rows["sample_weight"] = np.where(rows["bought_next_90d"] > 0, 1.0, 3.0)
+    model, report = cross_sell.fit(rows)
+    assert report.fit_status == "ok"
+    ordered = rows.sort_values(["customer_id", "category"], kind="stable")
+    z = (cross_sell.feature_matrix(ordered) - model.mean) / model.scale
+    w = ordered["sample_weight"].to_numpy()
+    theirs = LogisticRegression(C=1 / (cross_sell.L2_PENALTY * w.sum()), tol=1e-12, max_iter=10**5)
+    theirs.fit(z, ordered["bought_next_90d"].to_numpy(), sample_weight=w)
+    np.testing.assert_allclose(model.coefficients[1:], theirs.coef_[0], atol=1e-6)
+    assert model.coefficients[0] == pytest.approx(theirs.intercept_[0], abs=1e-6)
+
+
 # --- overflow and extremes ------------------------------------------------------------------
 
 
