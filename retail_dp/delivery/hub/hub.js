@@ -334,6 +334,7 @@ async function metrics(p, panel) {
       [{ name: "ours", values: { "ROC AUC": quality.auc, "Top-decile precision": quality.top_decile_precision } },
        { name: "DataOS", values: { "ROC AUC": quality.auc_dataos, "Top-decile precision": quality.top_decile_precision_dataos } }],
       "", true));
+    panel.append(backtestReport(quality));
   }
   if (p.name !== state.definitions.data_product) return;
   if (!state.meta) {
@@ -372,6 +373,26 @@ async function metrics(p, panel) {
     (error) => h("p", { class: "notice" }, `A chart is not available to you: ${error.message}`),
   ));
   for (const item of settled) charts.append(await item);
+}
+
+// The latest backtest published with the product (marts.cross_sell_model, kind "backtest"):
+// the model scored 90 days before as_of against what customers bought since, next to the
+// simple baselines of the same run. "–": the baseline does not apply to that figure.
+function backtestReport(q) {
+  const cell = (v) => num(v === undefined ? "–" : v == null ? "not defined" : v.toFixed(3));
+  const rows = [
+    ["Opportunity score: ROC AUC", q.auc, q.auc_recency, undefined, undefined, q.auc_dataos],
+    ["Opportunity score: top-decile lift", q.top_decile_lift, q.top_decile_lift_recency, undefined, undefined, undefined],
+    ["Next-best category: hit@1", q.hit_at_1, undefined, q.hit_at_1_popularity, q.hit_at_1_transitions, undefined],
+    ["Next-best category: hit@3", q.hit_at_3, undefined, q.hit_at_3_popularity, q.hit_at_3_transitions, undefined],
+  ];
+  const base = q.base_rate == null ? "not defined" : q.base_rate.toFixed(3);
+  const mean = q.mean_score == null ? "not defined" : q.mean_score.toFixed(3);
+  return h("section", { class: "backtest-report", "aria-labelledby": "backtest-report-title" },
+    h("h2", { id: "backtest-report-title" }, "Latest backtest: ours vs simple baselines"),
+    h("p", { class: "muted" }, `${q.backtest_customers_scored ?? 0} customers scored 90 days before as_of; ${q.backtest_new_category_buyers ?? 0} bought a category new to them since (base rate ${base}, mean predicted ${mean}); hit@k over those ${q.hit_customers ?? 0}. Full reports, CLV included: retail-dp backtest.`),
+    grid({ class: "backtest-table" }, ["Figure", "Ours", "Recency", "Popularity", "Transition counts", "DataOS"],
+      rows.map(([name, ...values]) => [name, ...values.map(cell)])));
 }
 
 function quality(p, panel) {
