@@ -23,7 +23,13 @@ from retail_dp.sources.audit import (
     load_audit,
 )
 from retail_dp.sources.contracts import build_contracts
-from retail_dp.sources.ingest import QUARANTINE, drop_judgement, judge, table
+from retail_dp.sources.ingest import (
+    QUARANTINE,
+    drop_judgement,
+    judge,
+    read_suppression_list,
+    table,
+)
 from retail_dp.sources.landing import (
     LandingError,
     check_file_columns,
@@ -48,7 +54,8 @@ def current_audit(
     for path in files.all:
         check_file_columns(ctx.con, path, schema)  # names the file and column, not a SQL error
     try:
-        rows = judge(ctx.con, schema, files, ctx.as_of)
+        # the same rows the load would take: erased customers stay out of the audit too
+        rows = judge(ctx.con, schema, files, ctx.as_of, read_suppression_list(ctx.data_dir))
         audit = audit_judgement(
             ctx.con, schema, files, rows, ctx.as_of, freshness_column(product), ctx.run_id
         )
