@@ -10,7 +10,7 @@ export DAGSTER_HOME := $(CURDIR)/dagster_home
 export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 export DO_NOT_TRACK := 1
 
-.PHONY: install run check slo serve contracts test dev generate lint bench-generate bench-pipeline \
+.PHONY: install run check slo serve contracts test dev generate lint backtest bench-fits bench-generate bench-pipeline \
 	bench-delivery bench-hub bench-load clean
 
 # Create the virtual environment from the lock file and parse the dbt project.
@@ -72,6 +72,16 @@ dev: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check retail_dp tests benchmarks
 	$(BIN)/ruff format --check retail_dp tests benchmarks
+
+# The backtest on the sample: the product built 90 days before the sample's last day, against
+# what happened since (reports under data/warehouse/backtest/reports/).
+backtest: $(STAMP) $(DATA_DIR)/manifest.json
+	$(BIN)/retail-dp backtest --horizon 90d --as-of $$($(BIN)/python -c "import json, datetime as d; \
+		end = json.load(open('$(DATA_DIR)/manifest.json'))['end_date']; \
+		print(d.date.fromisoformat(end) - d.timedelta(days=89))")
+
+bench-fits: $(STAMP)
+	$(BIN)/python benchmarks/fit_bench.py --data-dir $(DATA_DIR)
 
 bench-generate: $(STAMP)
 	$(BIN)/python benchmarks/generate_bench.py

@@ -1,0 +1,104 @@
+"""Benchmark the model fits on a built warehouse: the CLV and cross-sell steps' time and peak
+memory, and the cross-sell parameters from the bounded stratified sample against a fit on
+every row.
+
+Builds the product once from the landing zone (e.g. `retail-dp generate --customers 1000000
+--out DIR`), then re-runs only the two fit steps `--repeat` times, each in a fresh process,
+and prints medians.
+
+    python benchmarks/fit_bench.py --data-dir DIR [--repeat 3] [--as-of 2026-07-01]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+FIT_STEPS = ("customer_lifetime_value_model", "cross_sell_model")
+FITTED = [
+    "marts/customer_lifetime_value",
+    "marts/clv_model_parameters",
+    "marts/cross_sell_recommendations",
+    "marts/cross_sell_model",
+]
+
+RUN = """
+import json, resource, sys
+from datetime import datetime
+import dagster as dg
+from retail_dp.runner import run_refresh
+from retail_dp.settings import Settings
+settings = Settings.from_env(data_dir=sys.argv[1], warehouse=sys.argv[2])
+selection = json.loads(sys.argv[4]) or None
+report = run_refresh(settings, as_of=datetime.fromisoformat(sys.argv[3]),
+                     instance=dg.DagsterInstance.ephemeral(), selection=selection)
+peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+           resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
+print("RESULT " + json.dumps({"ok": report.success, "steps": report.step_seconds,
+      "peak_rss_mb": peak, "failure": report.failure}))
+"""
+
+PARAMETERS = """
+import json, sys
+import duckdb, numpy as np
+from retail_dp.analytics import assets, cross_sell
+con = duckdb.connect(sys.argv[1], read_only=True)
+activity, _ = cross_sell.activity(assets._customers(con, 90))
+sampled, _ = cross_sell.fit(assets._training_sample(con, 90, activity))
+rows = con.execute("SELECT * EXCLUDE (days_before_as_of) FROM intermediate.int_cross_sell_features "
+                   "WHERE days_before_as_of = 90").df()
+full, _ = cross_sell.fit(cross_sell.with_activity(rows, activity)[0])
+a, b = sampled.coefficients, full.coefficients
+print("RESULT " + json.dumps({"rows": len(rows), "sample_rows": sampled.training_rows,
+      "max_abs_difference": float(np.max(np.abs(a - b))),
+      "max_relative_difference": float(np.max(np.abs(a - b) / np.abs(b))),
+      "difference_over_largest_coefficient": float(np.max(np.abs(a - b)) / np.max(np.abs(b[1:]))),
+      "terms": dict(zip(["intercept", *cross_sell.FEATURES], map(float, a / b - 1)))}))
+"""
+
+
+def child(code: str, *args: str) -> dict:
+    out = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=ROOT
+    )
+    lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
+    if not lines:
+        raise RuntimeError(out.stderr[-3000:])
+    return json.loads(lines[-1].removeprefix("RESULT "))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--data-dir", type=Path, required=True)
+    parser.add_argument("--as-of", default="2026-07-01 06:00:00")
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="fit_bench_") as tmp:
+        warehouse = str(Path(tmp) / "retail_dp.duckdb")
+        build = child(RUN, str(args.data_dir), warehouse, args.as_of, "[]")
+        print(f"full build: ok={build['ok']}, peak RSS {build['peak_rss_mb']:.0f} MB, "
+              f"fits {[round(build['steps'].get(s, 0), 1) for s in FIT_STEPS]} s")  # fmt: skip
+        runs = [build] + [
+            child(RUN, str(args.data_dir), warehouse, args.as_of, json.dumps(FITTED))
+            for _ in range(args.repeat - 1)
+        ]
+        for step in FIT_STEPS:
+            times = [r["steps"].get(step, float("nan")) for r in runs]
+            each = ", ".join(f"{t:.1f}" for t in times)
+            print(f"{step}: median {statistics.median(times):.1f} s ({each})")
+        total = [sum(r["steps"].get(s, 0) for s in FIT_STEPS) for r in runs]
+        print(f"both fits: median {statistics.median(total):.1f} s (target < 30 s)")
+        peaks = [r["peak_rss_mb"] for r in runs[1:]] or [build["peak_rss_mb"]]
+        print(f"peak RSS of a fits-only run: median {statistics.median(peaks):.0f} MB")
+        print("cross-sell parameters, sample against all rows: " + json.dumps(
+            child(PARAMETERS, warehouse), indent=1))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
