@@ -160,6 +160,23 @@ def build_parser() -> argparse.ArgumentParser:
         "for a local trial only",
     )
 
+    serve_sql = sub.add_parser(
+        "serve-sql",
+        help="a read-only PostgreSQL-wire endpoint for BI tools, governed like the service",
+    )
+    _serving_args(serve_sql, port=5433)
+    mcp = sub.add_parser(
+        "mcp", help="a Model Context Protocol server for LLM assistants (stdio or HTTP)"
+    )
+    _serving_args(mcp, port=8765)
+    mcp.add_argument(
+        "--transport",
+        choices=("stdio", "http"),
+        default="stdio",
+        help="stdio (the caller's API key in $RETAIL_DP_API_KEY) or streamable HTTP (the key "
+        "in each request's Authorization: Bearer header); default stdio",
+    )
+
     review = sub.add_parser(
         "access-review",
         help="who can see which members, with which masking and rows; records the review",
@@ -286,6 +303,64 @@ def _serve(args: argparse.Namespace) -> int:
     print(f"serving the snapshots published under {settings.warehouse.parent / 'published'}")
     run(service, args.host, args.port)
     return 0
+
+
+def _serving_args(parser: argparse.ArgumentParser, port: int) -> None:
+    parser.add_argument(
+        "--warehouse",
+        type=Path,
+        help=env_help("warehouse", "the warehouse whose published/ snapshots to serve"),
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1")
+    parser.add_argument("--port", type=int, default=port, help=f"default {port}")
+    parser.add_argument("--policies", type=Path, help=env_help("policies", "access policies"))
+    parser.add_argument(
+        "--demo", action="store_true", help="enable the demo callers of the policy file"
+    )
+
+
+def _delivery_service(command: str, args: argparse.Namespace):
+    """The service under serve-sql and mcp, as under serve; None (said on stderr) if the
+    policies or limits are wrong."""
+    from pydantic import ValidationError
+
+    from retail_dp.delivery.limits import ServiceLimits
+    from retail_dp.delivery.policies import PolicyError
+    from retail_dp.delivery.service import DeliveryService
+
+    try:
+        return DeliveryService(
+            settings_from_args(args), demo=args.demo, limits=ServiceLimits.from_env()
+        )
+    except (PolicyError, ValidationError, FileNotFoundError) as exc:
+        print(f"retail-dp {command}: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return None
+
+
+def _serve_sql(args: argparse.Namespace) -> int:
+    from retail_dp.delivery.sql_endpoint import run
+
+    service = _delivery_service("serve-sql", args)
+    if service is None:
+        return 2
+    if args.demo:
+        print("warning: demo mode: the README's demo keys sign in", file=sys.stderr)
+    print(
+        f"retail_dp SQL endpoint: postgresql://<caller>:<API key>@{args.host}:{args.port}/"
+        "retail_dp (read-only; one relation per semantic table)",
+        flush=True,
+    )
+    run(service, args.host, args.port)
+    return 0
+
+
+def _mcp(args: argparse.Namespace) -> int:
+    from retail_dp.delivery.mcp_server import run
+
+    service = _delivery_service("mcp", args)
+    if service is None:
+        return 2
+    return run(service, args.transport, args.host, args.port)
 
 
 def _access_review(args: argparse.Namespace) -> int:
@@ -429,6 +504,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "serve":
         return _serve(args)
+    if args.command == "serve-sql":
+        return _serve_sql(args)
+    if args.command == "mcp":
+        return _mcp(args)
     if args.command == "access-review":
         return _access_review(args)
     if args.command == "erase":
