@@ -560,10 +560,16 @@ def model_marts(con: duckdb.DuckDBPyConnection, clv_nan: bool, status: str = "ok
     )
     con.execute(
         "CREATE TABLE marts.cross_sell_recommendations AS SELECT * FROM (VALUES "
-        "('A', 0.2), ('B', 0.0), ('P', NULL)) t(customer_id, cross_sell_opportunity_score)"
+        "('A', 0.2, 'Fish', 0.2::DOUBLE, 'Gold', 0.1::DOUBLE, NULL, NULL::DOUBLE), "
+        "('B', 0.0, NULL, NULL, NULL, NULL, NULL, NULL), "
+        "('P', NULL, NULL, NULL, NULL, NULL, NULL, NULL)) t(customer_id, "
+        "cross_sell_opportunity_score, next_best_category_1, next_best_category_1_score, "
+        "next_best_category_2, next_best_category_2_score, next_best_category_3, "
+        "next_best_category_3_score)"
     )
     con.execute(
-        f"""CREATE TABLE marts.clv_model_parameters AS SELECT 0.2 AS r, 4.0 AS alpha,
+        f"""CREATE TABLE marts.clv_model_parameters AS SELECT 'mbgnbd' AS purchase_model,
+        0.2 AS r, 4.0 AS alpha,
         2263.0 AS a, 144.0 AS b, NULL::DOUBLE AS p, NULL::DOUBLE AS q, NULL::DOUBLE AS gamma,
         '{status}' AS fit_status, 'degenerate' AS gamma_gamma_fit_status"""
     )
@@ -584,10 +590,18 @@ def test_model_checks_pass_on_defined_outputs_and_fail_on_nan():
     assert outcome(good, "scores_defined").passed
     bad.execute("UPDATE marts.cross_sell_recommendations SET cross_sell_opportunity_score = 1.2")
     assert not outcome(bad, "scores_defined").passed
+    assert outcome(good, "next_best_scores_defined").passed
+    bad.execute(
+        "UPDATE marts.cross_sell_recommendations SET next_best_category_2_score = 'NaN' "
+        "WHERE customer_id = 'A'"
+    )
+    assert outcome(bad, "next_best_scores_defined").metadata["measured"].value == 1
     assert outcome(good, "fit_not_failed").passed  # NULL p, q, gamma: a documented fallback
     assert not outcome(bad, "fit_not_failed").passed
     warn = outcome(good, "fit_not_degenerate")
     assert not warn.passed and warn.severity == dg.AssetCheckSeverity.WARN
+    good.execute("UPDATE marts.clv_model_parameters SET purchase_model = NULL")
+    assert not outcome(good, "fit_not_failed").passed  # the fit must name its model
 
 
 def test_model_checks_are_blocking_validity_checks_that_run_on_the_warehouse(tmp_path):
@@ -601,6 +615,7 @@ def test_model_checks_are_blocking_validity_checks_that_run_on_the_warehouse(tmp
     assert {s.name for s in specs if s.blocking} == {
         "model_outputs_defined",
         "scores_defined",
+        "next_best_scores_defined",
         "fit_not_failed",
     }
     result = definitions[0](warehouse=Warehouse(database=str(path)))

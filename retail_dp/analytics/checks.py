@@ -32,6 +32,8 @@ CLV_OUTPUTS = (
     "predicted_clv_365d",
 )
 BGNBD_PARAMETERS = ("r", "alpha", "a", "b")
+PURCHASE_MODELS = ("bgnbd", "mbgnbd")  # clv.PURCHASE_MODELS, spelt for SQL
+NEXT_BEST = (1, 2, 3)
 GAMMA_GAMMA_PARAMETERS = ("p", "q", "gamma")
 
 
@@ -84,12 +86,32 @@ CHECKS = (
         "buyers with an undefined or out-of-range score",
     ),
     ModelCheck(
+        "marts/cross_sell_recommendations",
+        "next_best_scores_defined",
+        "Every next-best category has a finite probability within [0, 1], and every such "
+        "probability a category: no NaN, infinity or orphan.",
+        f"""SELECT count(*) FILTER (WHERE {
+            " OR ".join(
+                f"({_non_finite(f'next_best_category_{k}_score')} "
+                f"OR next_best_category_{k}_score NOT BETWEEN 0 AND 1 "
+                f"OR (next_best_category_{k} IS NULL) <> (next_best_category_{k}_score IS NULL))"
+                for k in NEXT_BEST
+            )
+        }),
+            count(*)
+        FROM marts.cross_sell_recommendations""",
+        "customers with an undefined or orphan next-best score",
+    ),
+    ModelCheck(
         "marts/clv_model_parameters",
         "fit_not_failed",
-        "The CLV fit did not fail and every parameter is finite; the Gamma-Gamma parameters "
-        "may be NULL only when that fit is degenerate (no repeat buyer: pooled fallback).",
+        "The CLV fit did not fail, it names its purchase model and every parameter is "
+        "finite; the Gamma-Gamma parameters may be NULL only when that fit is degenerate "
+        "(no repeat buyer: pooled fallback).",
         f"""SELECT count(*) FILTER (
                 WHERE fit_status IS NULL OR fit_status = 'failed'
+                OR purchase_model IS NULL
+                OR purchase_model NOT IN ({", ".join(f"'{m}'" for m in PURCHASE_MODELS)})
                 OR {" OR ".join(_undefined(c) for c in BGNBD_PARAMETERS)}
                 OR {" OR ".join(_non_finite(c) for c in GAMMA_GAMMA_PARAMETERS)}
                 OR ((p IS NULL OR q IS NULL OR gamma IS NULL)
