@@ -51,6 +51,25 @@ def built(sample, instance, tmp_path_factory) -> tuple[RunReport, Settings, dict
     return report, settings, manifest
 
 
+@pytest.fixture(scope="session")
+def marketplace(tmp_path_factory) -> tuple[RunReport, Settings, dict]:
+    """A marketplace's shape (32-hex ids, 70 categories, ~3% repeat buyers, no names), built
+    once through the whole pipeline: every feature is tested on it as well as on the sample."""
+    from retail_dp.generator.profiles import MarketplaceProfile
+
+    landing = tmp_path_factory.mktemp("marketplace")
+    manifest = generate(
+        GenerateRequest(
+            customers=2240, seed=7, end_date=END_DATE, out=landing, profile=MarketplaceProfile()
+        )
+    )
+    settings = Settings.from_env(
+        data_dir=landing, warehouse=tmp_path_factory.mktemp("mwh") / "retail_dp.duckdb"
+    )
+    report = run_refresh(settings, as_of=AS_OF, instance=dg.DagsterInstance.ephemeral())
+    return report, settings, manifest
+
+
 def run_cli(*args: str, dagster_home: Path) -> subprocess.CompletedProcess:
     """The installed `retail-dp` console script, in its own process and Dagster instance."""
     return subprocess.run(

@@ -185,3 +185,39 @@ def test_the_hub_runs_under_its_content_security_policy(page):
         page.goto(f"{page.base}/#/product/{CONSUMER}/{tab}")
         expect(page.locator(f"#tab-{tab}")).to_have_attribute("aria-selected", "true")
     assert elsewhere == []
+
+
+@pytest.fixture(scope="module")
+def market_server(marketplace, tmp_path_factory):
+    from .delivery_server import Server
+
+    _, settings, _ = marketplace
+    running = Server(settings.warehouse, tmp_path_factory.mktemp("maudit") / "access.jsonl")
+    yield running
+    running.stop()
+
+
+def test_the_affinity_heatmap_stays_readable_at_seventy_categories(browser, market_server):
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    page.base = market_server.url
+    try:
+        open_hub(page)
+        sign_in(page, "rdp_demo_marketing_2026")
+        page.goto(f"{page.base}/#/product/{CONSUMER}/metrics")
+        figure = page.locator("figure", has_text="Category affinity")
+        expect(figure).to_be_visible()
+        # the 12 categories bought together most often, out of all of them
+        expect(figure.locator("desc, figcaption, p").first).to_be_attached()
+        assert figure.locator("svg rect").count() == 12 * 12
+        expect(page.locator("#affinity-search")).to_be_visible()
+        page.fill("#affinity-search", "bed")
+        labels = page.locator("figure", has_text="Category affinity").locator("svg text")
+        names = {t for t in labels.all_text_contents() if "bed" in t}
+        assert names and all("bed" in n for n in names)
+        assert page.locator("figure", has_text="Category affinity").locator("svg rect").count() == (
+            len(names) ** 2
+        )
+    finally:
+        context.close()

@@ -6,30 +6,13 @@ from __future__ import annotations
 
 import math
 
-import dagster as dg
 import duckdb
 import pytest
 
-from retail_dp.generator.landing import GenerateRequest, generate
-from retail_dp.generator.profiles import MarketplaceProfile
-from retail_dp.runner import run_refresh
-from retail_dp.settings import Settings
-
-from .conftest import AS_OF, END_DATE
-
 
 @pytest.fixture(scope="module")
-def market(tmp_path_factory):
-    landing = tmp_path_factory.mktemp("marketplace")
-    manifest = generate(
-        GenerateRequest(
-            customers=2240, seed=7, end_date=END_DATE, out=landing, profile=MarketplaceProfile()
-        )
-    )
-    settings = Settings.from_env(
-        data_dir=landing, warehouse=tmp_path_factory.mktemp("mwh") / "retail_dp.duckdb"
-    )
-    report = run_refresh(settings, as_of=AS_OF, instance=dg.DagsterInstance.ephemeral())
+def market(marketplace):
+    report, settings, manifest = marketplace
     con = duckdb.connect(str(settings.warehouse), read_only=True)
     yield report, settings, manifest, con
     con.close()

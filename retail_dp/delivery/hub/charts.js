@@ -134,12 +134,19 @@ const Charts = (() => {
 
   // heatmap: cells[rowLabel][colLabel] = value, colour by value around a neutral point
   function heatmap(caption, description, rowsLabels, colsLabels, cells, neutral = 1) {
-    const cell = 52, L = 80, T = 56;
-    const W = L + cell * colsLabels.length + 10, H = T + cell * rowsLabels.length + 10;
+    // room for the longest label (about 7 px a character); column labels are slanted
+    const longest = (labels) => Math.max(0, ...labels.map((l) => String(l).length));
+    const cell = 52, L = Math.max(80, 7 * longest(rowsLabels) + 12), T = Math.max(56, 5 * longest(colsLabels) + 16);
+    // a slanted label reaches about 5 px a character to the right of its column
+    const W = L + cell * colsLabels.length + Math.max(10, 5 * longest(colsLabels) - cell / 2);
+    const H = T + cell * rowsLabels.length + 10;
     const svg = frame(caption, description, W, H);
     const values = rowsLabels.flatMap((r) => colsLabels.map((c) => cells[r]?.[c])).filter((v) => v != null);
     const hi = Math.max(neutral + 1e-9, ...values), lo = Math.min(neutral - 1e-9, ...values);
-    colsLabels.forEach((c, j) => svg.appendChild(el("text", { x: L + j * cell + cell / 2, y: T - 8, "text-anchor": "middle" }, c)));
+    colsLabels.forEach((c, j) => {
+      const x = L + j * cell + cell / 2, y = T - 8;
+      svg.appendChild(el("text", { x, y, "text-anchor": "start", transform: `rotate(-45 ${x} ${y})` }, c));
+    });
     rowsLabels.forEach((r, i) => {
       svg.appendChild(el("text", { x: L - 6, y: T + i * cell + cell / 2 + 4, "text-anchor": "end" }, r));
       colsLabels.forEach((c, j) => {

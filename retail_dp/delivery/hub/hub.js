@@ -358,7 +358,7 @@ async function metrics(p, panel) {
       const values = Object.fromEntries(r.data.map((x) => [x["customer_value.orders_365d_band"], x["customer_value.customers_valued"]]));
       return Charts.bars("Purchase frequency distribution", "Customers by number of orders in the last 365 days.", order.filter((o) => o in values), [{ name: "customers", values }]);
     }),
-    chart({ measures: ["category_affinity.lift"], dimensions: ["category_affinity.antecedent", "category_affinity.consequent"],
+    chart({ measures: ["category_affinity.lift", "category_affinity.support"], dimensions: ["category_affinity.antecedent", "category_affinity.consequent"],
            filters: [{ member: "category_affinity.basket_level", operator: "equals", values: ["customer"] }], limit: 50000 }, affinityHeatmap),
     chart({ measures: ["customer_value.customers_valued"], dimensions: ["customer_value.predicted_clv_band", "customer_value.value_tier"] }, (r) => {
       const bands = ["0-100", "100-250", "250-500", "500-1000", "1000-2500", "2500+"];
@@ -479,21 +479,23 @@ async function start() {
 start();
 
 // The lift heatmap stays readable with any number of categories: the HEATMAP_TOP categories
-// with the strongest pairs, and a search that picks which ones to show.
+// bought together most often (the sum of the support of their pairs, so a rare category's
+// noisy lift does not crowd out the ones that matter), and a search that picks which to show.
 const HEATMAP_TOP = 12;
 function affinityHeatmap(r) {
-  const A = "category_affinity.antecedent", B = "category_affinity.consequent", LIFT = "category_affinity.lift";
+  const A = "category_affinity.antecedent", B = "category_affinity.consequent";
+  const LIFT = "category_affinity.lift", SUPPORT = "category_affinity.support";
   const cells = {}, strongest = {};
   r.data.forEach((x) => {
     (cells[x[A]] ||= {})[x[B]] = x[LIFT];
-    for (const c of [x[A], x[B]]) strongest[c] = Math.max(strongest[c] ?? 0, x[LIFT] ?? 0);
+    for (const c of [x[A], x[B]]) strongest[c] = (strongest[c] ?? 0) + (x[SUPPORT] ?? 0);
   });
   const ranked = Object.keys(strongest).sort((a, b) => strongest[b] - strongest[a] || a.localeCompare(b));
   const caption = "Category affinity (lift, customer baskets)";
   const about = "Lift of buying category B given category A; above 1 (blue) the pair goes together more than chance.";
   const draw = (term) => {
     const shown = ranked.filter((c) => c.toLowerCase().includes(term.toLowerCase())).slice(0, HEATMAP_TOP).sort();
-    const of = ranked.length > HEATMAP_TOP ? ` Showing ${shown.length} of ${ranked.length} categories, those with the strongest pairs${term ? ` matching "${term}"` : ""}.` : "";
+    const of = ranked.length > HEATMAP_TOP ? ` Showing ${shown.length} of ${ranked.length} categories, those bought together most often${term ? ` matching "${term}"` : ""}.` : "";
     return Charts.heatmap(caption, about + of, shown, shown, cells, 1);
   };
   if (ranked.length <= HEATMAP_TOP) return draw("");
