@@ -134,10 +134,10 @@ def build_server(service: DeliveryService, api_key: str | None = None) -> MCPSer
     mcp = MCPServer(name="retail_dp", version=__version__, instructions=INSTRUCTIONS)
 
     @mcp.tool(description="Every data product: name, title, description and last refresh.")
-    async def list_data_products(ctx: Context) -> list[dict]:
+    async def list_data_products(ctx: Context) -> dict:
         def work(_caller, entry):
             entry["members"] = ["data-products"]
-            return [_summary(p) for p in service.data_products()]
+            return {"data_products": [_summary(p) for p in service.data_products()]}
 
         return await governed.call("list_data_products", ctx, work)
 
