@@ -10,8 +10,8 @@ export DAGSTER_HOME := $(CURDIR)/dagster_home
 export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 export DO_NOT_TRACK := 1
 
-.PHONY: install run check slo serve contracts test dev generate lint backtest bench-fits bench-generate bench-pipeline \
-	bench-delivery bench-hub bench-load clean
+.PHONY: install run check slo serve serve-sql mcp contracts test dev generate lint backtest bench-fits \
+	bench-generate bench-pipeline bench-delivery bench-hub bench-load bench-sql clean
 
 # Create the virtual environment from the lock file and parse the dbt project.
 $(STAMP): pyproject.toml requirements.lock
@@ -49,6 +49,16 @@ $(PUBLISHED): | $(STAMP) $(DATA_DIR)/manifest.json
 
 serve: $(STAMP) $(PUBLISHED)
 	$(BIN)/retail-dp serve --demo
+
+# The read-only PostgreSQL-wire endpoint for BI tools, governed like the service (README,
+# "The SQL endpoint"); the demo callers sign in, as with make serve.
+serve-sql: $(STAMP) $(PUBLISHED)
+	$(BIN)/retail-dp serve-sql --demo --port 5433
+
+# The MCP server for LLM assistants over streamable HTTP at http://127.0.0.1:8765/mcp (an API
+# key in each request's Authorization header); stdio clients start `retail-dp mcp` themselves.
+mcp: $(STAMP) $(PUBLISHED)
+	$(BIN)/retail-dp mcp --demo --transport http --port 8765
 
 # Regenerate the committed API contracts (docs/openapi.json, docs/schema.graphql).
 contracts: $(STAMP)
@@ -98,6 +108,10 @@ bench-hub: $(STAMP) $(CHROMIUM) $(PUBLISHED)
 # 50 clients on loopback for 30 s while a new snapshot is published.
 bench-load: $(STAMP) $(PUBLISHED)
 	$(BIN)/python benchmarks/delivery_load.py
+
+# One query through serve-sql, REST and DuckDB directly: medians in one run.
+bench-sql: $(STAMP) $(PUBLISHED)
+	$(BIN)/python benchmarks/sql_endpoint_bench.py
 
 clean:
 	rm -rf $(VENV) dbt_project/target dbt_project/logs data/warehouse
