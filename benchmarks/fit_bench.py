@@ -67,10 +67,11 @@ def child(code: str, *args: str) -> dict:
     out = subprocess.run(
         [sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=ROOT
     )
-    lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
+    # the result may follow other output on the same line
+    lines = [line.split("RESULT ", 1)[1] for line in out.stdout.splitlines() if "RESULT " in line]
     if not lines:
-        raise RuntimeError(out.stderr[-3000:])
-    return json.loads(lines[-1].removeprefix("RESULT "))
+        raise RuntimeError(f"exit {out.returncode}: {out.stdout[-1500:]} {out.stderr[-1500:]}")
+    return json.loads(lines[-1])
 
 
 def main() -> None:

@@ -203,7 +203,7 @@ def build_cross_sell_assets(product: DataProduct, marts: list[Mart]) -> dg.Asset
                 "SELECT customer_id FROM intermediate.int_cross_sell_snapshots "
                 "WHERE days_before_as_of = 0"
             ).df()["customer_id"]
-            activity = {days: cross_sell.activity(_customers(con, days)) for days in (180, 90, 0)}
+            activity = _activity(con)
             # out of time: learn from the window ending 90 days ago, test on the last 90 days
             model, model_fit = cross_sell.fit(_training_sample(con, 180, activity[180][0]))
             scored = _score_snapshot(con, 90, model, activity[90][0], "bought_next_90d")
@@ -238,7 +238,9 @@ def build_cross_sell_assets(product: DataProduct, marts: list[Mart]) -> dg.Asset
             row_count = con.execute(
                 "SELECT count(*) FROM marts.cross_sell_recommendations"
             ).fetchall()[0][0]
-        train_activity, backtest_activity, current_activity = (activity[d][1] for d in (180, 90, 0))
+        train_activity, backtest_activity, current_activity = (
+            activity[d][1].report for d in (180, 90, 0)
+        )
         defined = {k: v for k, v in metrics.items() if v is not None}
         fits = {
             "fit_status": final_fit.fit_status,
@@ -273,6 +275,15 @@ def build_cross_sell_assets(product: DataProduct, marts: list[Mart]) -> dg.Asset
         )
 
     return _cross_sell
+
+
+def _activity(con) -> dict[int, tuple[pd.DataFrame, clv.BgNbd]]:
+    """Each snapshot's activity features; each fit starts from the previous snapshot's."""
+    found, previous = {}, None
+    for days in (180, 90, 0):
+        found[days] = cross_sell.activity(_customers(con, days), start=previous)
+        previous = found[days][1]
+    return found
 
 
 def _customers(con, days_before_as_of: int) -> pd.DataFrame:

@@ -176,10 +176,16 @@ def bgnbd_objective(
     return objective
 
 
-def fit_bgnbd(x: np.ndarray, t_x: np.ndarray, T: np.ndarray, model: str = "bgnbd") -> BgNbd:
+def fit_bgnbd(
+    x: np.ndarray,
+    t_x: np.ndarray,
+    T: np.ndarray,
+    model: str = "bgnbd",
+    start: BgNbd | None = None,
+) -> BgNbd:
     """Fit BG/NBD (or MBG/NBD) on the distinct (x, t_x, T) triples weighted by their counts:
     the same likelihood, summed in a fixed (sorted) order whatever the input order, and far
-    fewer terms."""
+    fewer terms. `start`: a fit on similar data to start from (fewer iterations)."""
     if model not in PURCHASE_MODELS:
         raise ValueError(f"no purchase model {model!r}; choose one of {PURCHASE_MODELS}")
     x, t_x, T = (np.asarray(v, dtype=float) for v in (x, t_x, T))
@@ -191,8 +197,11 @@ def fit_bgnbd(x: np.ndarray, t_x: np.ndarray, T: np.ndarray, model: str = "bgnbd
     weights = counts.astype(float)
     objective = bgnbd_objective(*triples.T, weights, model)
     mean_age = float(weights @ triples[:, 2]) / weights.sum()  # summed in the sorted order
-    start = np.log([1.0, max(mean_age, 1.0), 1.0, 1.0])
-    log_params, mean_ll, converged, iterations = _fit(objective, start)
+    initial = np.log([1.0, max(mean_age, 1.0), 1.0, 1.0])
+    if start is not None:
+        warm = np.log([start.r, start.alpha, start.a, start.b])
+        initial = np.clip(warm, *LOG_BOUNDS) if np.isfinite(warm).all() else initial
+    log_params, mean_ll, converged, iterations = _fit(objective, initial)
     params = np.exp(log_params)
     repeat_share = float((x > 0).mean())
     reasons = _bound_reasons(("r", "alpha", "a", "b"), log_params, shapes=("r", "a", "b"))
@@ -228,8 +237,9 @@ def choose_purchase_model(
     x, t_x, T = (np.asarray(v, dtype=float) for v in (x, t_x, T))
     holdout = np.asarray(holdout, dtype=bool)
     scores: dict[str, float | None] = {}
+    fits: dict[str, BgNbd] = {}
     for model in PURCHASE_MODELS:
-        fitted = fit_bgnbd(x[~holdout], t_x[~holdout], T[~holdout], model)
+        fitted = fits[model] = fit_bgnbd(x[~holdout], t_x[~holdout], T[~holdout], model)
         usable = fitted.report is not None and fitted.report.fit_status != "failed"
         ll = (
             bgnbd_log_likelihood(
@@ -245,7 +255,8 @@ def choose_purchase_model(
         scores["bgnbd"] is None or scores["mbgnbd"] > scores["bgnbd"]
     ):
         best = "mbgnbd"
-    return ModelChoice(fit_bgnbd(x, t_x, T, best), scores, int(holdout.sum()))
+    # the refit on everyone starts from the fit on the others: the same optimum, sooner
+    return ModelChoice(fit_bgnbd(x, t_x, T, best, start=fits[best]), scores, int(holdout.sum()))
 
 
 def probability_alive(model: BgNbd, x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> np.ndarray:

@@ -68,13 +68,16 @@ HORIZON_WEEKS = 90 / 7
 SUMMARY = ("frequency", "recency_weeks", "age_weeks")
 
 
-def activity(customers: pd.DataFrame) -> tuple[pd.DataFrame, clv.FitReport]:
+def activity(
+    customers: pd.DataFrame, start: clv.BgNbd | None = None
+) -> tuple[pd.DataFrame, clv.BgNbd]:
     """BG/NBD's view of each customer at the snapshot (one row each, with SUMMARY): P(alive)
     and the purchases expected in the next 90 days, from a model fitted on all the snapshot's
-    customers (on their distinct summaries, so every customer counts and the order does not)."""
+    customers (on their distinct summaries, so every customer counts and the order does not),
+    starting from `start` if given (another snapshot's fit), and the model."""
     customers = customers.drop_duplicates("customer_id").sort_values("customer_id", kind="stable")
     x, t_x, T = (customers[c].to_numpy(float) for c in SUMMARY)
-    model = clv.fit_bgnbd(x, t_x, T)
+    model = clv.fit_bgnbd(x, t_x, T, start=start)
     usable = model.report is not None and model.report.fit_status != "failed"
     nan = np.full(len(customers), np.nan)  # a failed fit leaves the features' defaults
     expected = clv.expected_purchases(model, HORIZON_WEEKS, x, t_x, T) if usable else nan
@@ -86,7 +89,7 @@ def activity(customers: pd.DataFrame) -> tuple[pd.DataFrame, clv.FitReport]:
             "probability_alive": np.round(alive, clv.PROBABILITY_DECIMALS),
         }
     )
-    return frame, model.report
+    return frame, model
 
 
 def with_activity(
@@ -96,7 +99,8 @@ def with_activity(
     activity of the snapshot's customers is given (then the report is None)."""
     report = None
     if customers is None:
-        customers, report = activity(rows)
+        customers, model = activity(rows)
+        report = model.report
     merged = rows.merge(customers, on="customer_id", how="left", validate="many_to_one")
     return merged, report
 
@@ -280,14 +284,22 @@ def customer_scores(rows: pd.DataFrame, probability: np.ndarray) -> pd.Series:
     return scores.round(9)
 
 
-def within_customer_rank(rows: pd.DataFrame, keys: list[np.ndarray]) -> np.ndarray:
+def row_codes(rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Integer codes of each row's customer and category (categories in name order)."""
+    return pd.factorize(rows["customer_id"])[0], pd.factorize(rows["category"], sort=True)[0]
+
+
+def within_customer_rank(
+    rows: pd.DataFrame,
+    keys: list[np.ndarray],
+    codes: tuple[np.ndarray, np.ndarray] | None = None,
+) -> np.ndarray:
     """Each row's rank among its customer's rows (1 = best) by `keys`, highest first, the
-    first key deciding; ties go to the category name."""
-    customer = rows["customer_id"].to_numpy()
-    order = np.lexsort(
-        (rows["category"].to_numpy(), *(-np.asarray(k, dtype=float) for k in reversed(keys)),
-         customer)
-    )  # fmt: skip
+    first key deciding; ties go to the category name. Sorted on integer codes (`row_codes`,
+    computed here unless given), never on the strings themselves."""
+    customer, category = codes if codes is not None else row_codes(rows)
+    negated = (-np.asarray(k, dtype=float) for k in reversed(keys))
+    order = np.lexsort((category, *negated, customer))
     sorted_customer = customer[order]
     starts = np.r_[True, sorted_customer[1:] != sorted_customer[:-1]]
     position = np.arange(len(order))
@@ -322,9 +334,10 @@ def score_customers(
         return out.rename_axis("customer_id").reset_index()
     bought = pd.to_numeric(rows[label], errors="coerce").fillna(0).to_numpy() > 0
     rankers = {"ours": [rows["score"].to_numpy()], **baseline_rankings(rows)}
+    codes = row_codes(rows)
     hits = {}
     for name, keys in rankers.items():
-        rank = within_customer_rank(rows, keys)
+        rank = within_customer_rank(rows, keys, codes)
         for k in (1, 3):
             hits[f"hit_at_{k}_{name}"] = bought & (rank <= k)
     per_customer = pd.DataFrame(hits, index=rows.index).groupby(rows["customer_id"]).any()
