@@ -169,6 +169,48 @@ def test_sqlalchemy_lists_tables_and_queries_with_group_by(sql, server):
     engine.dispose()
 
 
+CONTACT = {"email", "phone", "first_name", "last_name"}
+
+
+@pytest.mark.parametrize(
+    ("who", "customer_columns"),
+    [
+        ("sales", ["country_code", "region", "customer_count"]),
+        ("regional", ["signup_date", "country_code", "country_name", "region", "age_group",
+                      "income_band", "education", "marital_status", "has_valid_email",
+                      "customer_count"]),
+        ("steward", ["signup_date", "country_code", "country_name", "region", "age_group",
+                     "income_band", "education", "marital_status", "has_valid_email",
+                     "first_name", "last_name", "email", "phone", "customer_count"]),
+    ],
+)  # fmt: skip
+def test_sqlalchemy_reflects_exactly_the_granted_columns(sql, who, customer_columns):
+    """What Superset does to add a dataset: get_columns, get_pk_constraint, get_indexes."""
+    with sql.connect(who) as conn:
+        granted = rows(
+            conn,
+            "SELECT table_name, column_name FROM information_schema.columns "
+            "WHERE table_schema = 'public' ORDER BY table_name, ordinal_position",
+        )
+    engine = sql.engine(who)
+    inspector = sa.inspect(engine)
+    reflected = {}
+    for table in inspector.get_table_names(schema="public"):
+        for column in inspector.get_columns(table, schema="public"):
+            reflected[table, column["name"]] = type(column["type"])
+        assert inspector.get_pk_constraint(table, schema="public")["constrained_columns"] == []
+        assert inspector.get_indexes(table, schema="public") == []
+    engine.dispose()
+    assert list(reflected) == granted
+    customer = {name: kind for (table, name), kind in reflected.items() if table == "customer"}
+    assert list(customer) == customer_columns
+    assert customer["country_code"] is sa.TEXT
+    assert customer["customer_count"] is sa.DOUBLE_PRECISION
+    assert reflected["purchase", "purchase_date"] is sa.DATE
+    if who != "steward":  # excluded by the policy: not in the catalog, not reflected
+        assert not CONTACT & customer.keys()
+
+
 # -- governance: row filters and masking equal REST --------------------------------------------
 
 

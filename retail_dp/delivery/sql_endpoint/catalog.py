@@ -18,6 +18,26 @@ from retail_dp.delivery.sql_endpoint.translate import SCHEMA, Relation
 DATABASE = "retail_dp"
 SERVER_VERSION = "16.0"
 VERSION_TEXT = f"PostgreSQL {SERVER_VERSION} (retail_dp serve-sql, read-only semantic model)"
+# pg_catalog relations DuckDB lacks, or has without columns that SQLAlchemy's reflection
+# (get_columns, get_pk_constraint, get_indexes) binds. DuckDB's system catalog takes no new
+# views, so a query naming one gets it as a CTE. The shadow tables have no collations,
+# operator classes, indexes or keys: each is empty, only its shape matters.
+PG_CATALOG_ADDITIONS = {
+    "pg_collation": "oid OID, collname VARCHAR, collnamespace OID, collprovider VARCHAR",
+    "pg_opclass": "oid OID, opcmethod OID, opcname VARCHAR, opcnamespace OID, opcdefault BOOLEAN",
+    "pg_index": "indexrelid OID, indrelid OID, indnatts SMALLINT, indnkeyatts SMALLINT, "
+    "indisunique BOOLEAN, indnullsnotdistinct BOOLEAN, indisprimary BOOLEAN, "
+    "indisexclusion BOOLEAN, indimmediate BOOLEAN, indisclustered BOOLEAN, "
+    "indisvalid BOOLEAN, indcheckxmin BOOLEAN, indisready BOOLEAN, indislive BOOLEAN, "
+    "indisreplident BOOLEAN, indkey SMALLINT[], indcollation OID[], indclass OID[], "
+    "indoption SMALLINT[], indexprs VARCHAR, indpred VARCHAR",
+}
+# DuckDB's format_type names -> PostgreSQL's, which SQLAlchemy maps to its types
+PG_TYPE_NAMES = {"varchar": "text", "float8": "double precision", "float4": "real",
+                 "int2": "smallint", "int4": "integer", "int8": "bigint", "bool": "boolean",
+                 "timestamp": "timestamp without time zone",
+                 "timestamptz": "timestamp with time zone", "time": "time without time zone",
+                 "timetz": "time with time zone"}  # fmt: skip
 
 
 class ShadowCatalog:
@@ -98,6 +118,12 @@ def _for_duckdb(tree: exp.Expression, caller: str) -> str:
             return exp.Anonymous(this="json_object", expressions=node.expressions).transform(answer)
         if name == "pg_collation_is_visible":
             return exp.true()
+        if name == "pg_get_indexdef":
+            return exp.cast(exp.Null(), "TEXT")  # the shadow tables have no indexes
+        if name == "format_type":
+            args = [a.transform(answer) for a in node.expressions]
+            found = _pg_type_name(exp.Anonymous(this="format_type", expressions=args))
+            return exp.alias_(found, name) if isinstance(parent, exp.Select) else found
         value = answers.get(name) if name else typed.get(type(node))
         if value is None:
             return node
@@ -107,4 +133,42 @@ def _for_duckdb(tree: exp.Expression, caller: str) -> str:
         found = exp.Literal.string(value)
         return exp.alias_(found, named) if keep else found
 
-    return tree.transform(answer).sql(dialect="duckdb")
+    return _with_additions(tree.transform(answer)).sql(dialect="duckdb")
+
+
+def _pg_type_name(duckdb_name: exp.Expression) -> exp.Expression:
+    """PostgreSQL's name of a type from DuckDB's; a map lookup, not a CASE, so that
+    format_type (a subquery in DuckDB) runs twice rather than once per name."""
+    names = exp.Map(
+        keys=exp.Array(expressions=[exp.Literal.string(k) for k in PG_TYPE_NAMES]),
+        values=exp.Array(expressions=[exp.Literal.string(v) for v in PG_TYPE_NAMES.values()]),
+    )
+    found = exp.Bracket(this=names, expressions=[duckdb_name])
+    return exp.Coalesce(this=found, expressions=[duckdb_name.copy()])
+
+
+def _with_additions(tree: exp.Expression) -> exp.Expression:
+    """The query with the pg_catalog relations it names from PG_CATALOG_ADDITIONS as CTEs."""
+    for column in tree.find_all(exp.Column):
+        column.set("db", None)  # also inside calls `answer` replaced without visiting
+    named = {c.alias_or_name.lower() for c in tree.find_all(exp.CTE)}
+    added = set()
+    for table in tree.find_all(exp.Table):
+        name = table.name.lower()
+        if name in PG_CATALOG_ADDITIONS and table.db.lower() in ("", "pg_catalog"):
+            table.set("db", None)
+            table.set("catalog", None)
+            added.add(name)
+    if not isinstance(tree, exp.Query):
+        return tree
+    for name in sorted(added - named):
+        tree = tree.with_(name, as_=_empty_relation(PG_CATALOG_ADDITIONS[name]))
+    return tree
+
+
+def _empty_relation(columns: str) -> str:
+    typed = ", ".join(
+        f"CAST(NULL AS {kind}) AS {column}"
+        for column, kind in (c.strip().split(" ", 1) for c in columns.split(","))
+    )
+    return f"SELECT {typed} WHERE FALSE"
