@@ -20,6 +20,7 @@ ALL_ASSETS = {
     "staging/stg_purchase",
     "intermediate/int_orders",
     "intermediate/int_customer_rfm",
+    "intermediate/int_cross_sell_affinity",
     "intermediate/int_cross_sell_features",
     "intermediate/int_cross_sell_snapshots",
     "marts/dim_customer",

@@ -19,6 +19,7 @@ EDGE_CASES = Path(__file__).parent / "data" / "edge_cases"
 # everything up to the SQL marts; the model fits need more customers than four
 MODEL_FITS = {
     "intermediate/int_customer_rfm",
+    "intermediate/int_cross_sell_affinity",
     "intermediate/int_cross_sell_features",
     "intermediate/int_cross_sell_snapshots",
     "marts/customer_lifetime_value",
