@@ -51,6 +51,12 @@ def built(sample, instance, tmp_path_factory) -> tuple[RunReport, Settings, dict
     return report, settings, manifest
 
 
+def build(data_dir: Path, warehouse: Path, as_of: datetime = AS_OF) -> tuple[RunReport, Settings]:
+    """A landing zone through the whole refresh into a new warehouse, in its own instance."""
+    settings = Settings.from_env(data_dir=data_dir, warehouse=warehouse)
+    return run_refresh(settings, as_of=as_of, instance=dg.DagsterInstance.ephemeral()), settings
+
+
 @pytest.fixture(scope="session")
 def marketplace(tmp_path_factory) -> tuple[RunReport, Settings, dict]:
     """A marketplace's shape (32-hex ids, 70 categories, ~3% repeat buyers, no names), built
@@ -63,10 +69,7 @@ def marketplace(tmp_path_factory) -> tuple[RunReport, Settings, dict]:
             customers=2240, seed=7, end_date=END_DATE, out=landing, profile=MarketplaceProfile()
         )
     )
-    settings = Settings.from_env(
-        data_dir=landing, warehouse=tmp_path_factory.mktemp("mwh") / "retail_dp.duckdb"
-    )
-    report = run_refresh(settings, as_of=AS_OF, instance=dg.DagsterInstance.ephemeral())
+    report, settings = build(landing, tmp_path_factory.mktemp("mwh") / "retail_dp.duckdb")
     return report, settings, manifest
 
 

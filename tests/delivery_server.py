@@ -27,8 +27,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class Server:
-    """`retail-dp serve --demo` on a free loopback port; `env` sets limits (RETAIL_DP_*)."""
+class ServerProcess:
+    """`retail-dp <command> --warehouse W --port P [args]` on a free loopback port, with the
+    tests' secrets; `env` sets limits (RETAIL_DP_*). Subclasses say when it is ready."""
+
+    command = "serve"
+    startup_seconds = 90
 
     def __init__(
         self,
@@ -38,7 +42,6 @@ class Server:
         args: tuple[str, ...] = ("--demo",),
     ):
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
         self.audit_log = audit_log
         env = {
             **os.environ,
@@ -48,37 +51,25 @@ class Server:
             **(env or {}),
         }
         audit_log.parent.mkdir(parents=True, exist_ok=True)
-        self.output = audit_log.parent / f"server-{self.port}.log"
+        self.output = audit_log.parent / f"{self.command}-{self.port}.log"
         self.log = open(self.output, "w")  # noqa: SIM115
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "retail_dp.cli", "serve", "--warehouse", str(warehouse)]
+            [sys.executable, "-m", "retail_dp.cli", self.command, "--warehouse", str(warehouse)]
             + ["--port", str(self.port), *args],
             env=env,
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )
-        deadline = time.monotonic() + 90
-        while True:
+        deadline = time.monotonic() + self.startup_seconds
+        while not self.ready():
             if self.process.poll() is not None:
-                raise RuntimeError(f"server exited: {self.output.read_text()}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
+                raise RuntimeError(f"{self.command} exited: {self.output.read_text()}")
             if time.monotonic() > deadline:
-                raise TimeoutError("the delivery service did not start within 90 s")
+                raise TimeoutError(f"{self.command} did not start in {self.startup_seconds} s")
             time.sleep(0.3)
 
-    def client(
-        self, who: str | None = None, token: str | None = None, source: str | None = None
-    ) -> httpx.Client:
-        """A client as `who` (a demo caller) or with `token`; `source` is a loopback address
-        to connect from (127.0.0.2, ...), so the server sees another client."""
-        token = token or (KEYS[who] if who else None)
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        transport = httpx.HTTPTransport(local_address=source) if source else None
-        return httpx.Client(base_url=self.url, headers=headers, timeout=30, transport=transport)
+    def ready(self) -> bool:
+        raise NotImplementedError
 
     def audit(self) -> list[dict]:
         """Every audit entry, rotated files included, oldest first."""
@@ -96,6 +87,30 @@ class Server:
         except subprocess.TimeoutExpired:
             self.process.kill()
         self.log.close()
+
+
+class Server(ServerProcess):
+    """The delivery service (REST, GraphQL, hub)."""
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def ready(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def client(
+        self, who: str | None = None, token: str | None = None, source: str | None = None
+    ) -> httpx.Client:
+        """A client as `who` (a demo caller) or with `token`; `source` is a loopback address
+        to connect from (127.0.0.2, ...), so the server sees another client."""
+        token = token or (KEYS[who] if who else None)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        transport = httpx.HTTPTransport(local_address=source) if source else None
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30, transport=transport)
 
 
 def token(subject: str, groups: list[str], minutes: int = 30) -> str:

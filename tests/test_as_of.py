@@ -7,14 +7,10 @@ import hashlib
 from datetime import datetime
 from pathlib import Path
 
-import dagster as dg
 import duckdb
 import pytest
 
-from retail_dp.runner import run_refresh
-from retail_dp.settings import Settings
-
-from .conftest import END_DATE
+from .conftest import END_DATE, build
 
 EARLIER = datetime(2026, 3, 1, 0, 0, 0)
 # what consumers read; the run's own bookkeeping (monitor, sources) differs by design
@@ -65,10 +61,7 @@ def two_builds(sample, tmp_path_factory):
     cut_at(data_dir, cut, EARLIER)
     builds = {}
     for name, folder in (("full", data_dir), ("cut", cut)):
-        settings = Settings.from_env(
-            data_dir=folder, warehouse=tmp_path_factory.mktemp(name) / "wh.duckdb"
-        )
-        report = run_refresh(settings, as_of=EARLIER, instance=dg.DagsterInstance.ephemeral())
+        report, settings = build(folder, tmp_path_factory.mktemp(name) / "wh.duckdb", EARLIER)
         assert report.ok, (report.failure, report.failed_error_checks)
         builds[name] = settings.warehouse
     return builds

@@ -7,14 +7,10 @@ import csv
 import shutil
 from datetime import datetime
 
-import dagster as dg
 import duckdb
 import pytest
 
-from retail_dp.runner import run_refresh
-from retail_dp.settings import Settings
-
-from .conftest import AS_OF
+from .conftest import build
 
 TWO = {"Gold": "Gold"}  # every other category becomes Food
 
@@ -32,10 +28,7 @@ def two_categories(sample, tmp_path_factory):
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    settings = Settings.from_env(
-        data_dir=landing, warehouse=tmp_path_factory.mktemp("two_wh") / "retail_dp.duckdb"
-    )
-    report = run_refresh(settings, as_of=AS_OF, instance=dg.DagsterInstance.ephemeral())
+    report, settings = build(landing, tmp_path_factory.mktemp("two_wh") / "retail_dp.duckdb")
     con = duckdb.connect(str(settings.warehouse), read_only=True)
     yield report, con
     con.close()
@@ -75,12 +68,8 @@ def test_the_compatibility_profile_shows_zero_for_absent_categories(two_categori
 @pytest.fixture(scope="module")
 def long_after(built, tmp_path_factory):
     _, settings, _ = built
-    later = Settings.from_env(
-        data_dir=settings.data_dir,
-        warehouse=tmp_path_factory.mktemp("late") / "retail_dp.duckdb",
-    )
-    as_of = datetime(2028, 1, 1)
-    report = run_refresh(later, as_of=as_of, instance=dg.DagsterInstance.ephemeral())
+    warehouse = tmp_path_factory.mktemp("late") / "retail_dp.duckdb"
+    report, later = build(settings.data_dir, warehouse, as_of=datetime(2028, 1, 1))
     con = duckdb.connect(str(later.warehouse), read_only=True)
     yield report, con
     con.close()

@@ -13,39 +13,16 @@ import pytest
 
 from retail_dp.descriptors import Catalog
 from retail_dp.settings import Settings
-from retail_dp.sources.contracts import build_contracts
+from retail_dp.sources.contracts import LANDING_FORMATS, build_contracts
 from retail_dp.sources.ingest import load_source
 from retail_dp.sources.landing import LandingError
 
 CONTRACTS = build_contracts(Catalog.load(Settings().descriptors_dir))
 AS_OF = datetime(2026, 7, 1)
-CUSTOMER = [
-    "customer_id",
-    "first_name",
-    "last_name",
-    "email",
-    "phone",
-    "birth_year",
-    "education",
-    "marital_status",
-    "income",
-    "country",
-    "signup_date",
-    "updated_at",
-]
-PRODUCT = ["product_id", "product_name", "product_category", "price", "updated_at"]
-PURCHASE = [
-    "purchase_id",
-    "order_id",
-    "customer_id",
-    "product_id",
-    "purchase_ts",
-    "quantity",
-    "unit_price",
-    "channel",
-    "is_deal",
-    "updated_at",
-]
+# the landing format's columns, in its order
+CUSTOMER, PRODUCT, PURCHASE = (
+    list(LANDING_FORMATS[name].columns) for name in ("customer_info", "product", "purchase")
+)
 
 
 def _write(path: Path, header: list[str], rows: list[dict]) -> None:

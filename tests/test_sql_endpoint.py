@@ -5,18 +5,13 @@ equal to the REST answers, refusals, limits and the audit log."""
 from __future__ import annotations
 
 import json
-import os
 import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import psycopg
 import pytest
 import sqlalchemy as sa
 
-from .delivery_server import JWT_SECRET, KEYS, free_port
+from .delivery_server import KEYS, ServerProcess
 
 CALLERS = {
     "marketing": "demo-marketing-analyst",
@@ -26,38 +21,18 @@ CALLERS = {
 }
 
 
-class SqlServer:
+class SqlServer(ServerProcess):
     """`retail-dp serve-sql --demo` on a free loopback port."""
 
-    def __init__(self, warehouse: Path, audit_log: Path):
-        self.port = free_port()
-        self.audit_log = audit_log
-        env = {
-            **os.environ,
-            "RETAIL_DP_JWT_SECRET": JWT_SECRET,
-            "RETAIL_DP_AUDIT_LOG": str(audit_log),
-            "RETAIL_DP_MASKING_SALT": "test-salt",
-        }
-        audit_log.parent.mkdir(parents=True, exist_ok=True)
-        self.log = open(audit_log.parent / "serve-sql.log", "w")  # noqa: SIM115
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "retail_dp.cli", "serve-sql", "--demo"]
-            + ["--warehouse", str(warehouse), "--port", str(self.port)],
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 60
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError((audit_log.parent / "serve-sql.log").read_text())
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise TimeoutError("serve-sql did not start within 60 s") from None
-                time.sleep(0.2)
+    command = "serve-sql"
+    startup_seconds = 60
+
+    def ready(self) -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+            return True
+        except OSError:
+            return False
 
     def dsn(self, who: str) -> str:
         return (
@@ -78,17 +53,6 @@ class SqlServer:
             database="retail_dp",
         )
         return sa.create_engine(url, poolclass=sa.pool.NullPool)
-
-    def audit(self) -> list[dict]:
-        return [json.loads(x) for x in self.audit_log.read_text().splitlines() if x]
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-        self.log.close()
 
 
 @pytest.fixture(scope="module")

@@ -145,22 +145,24 @@ def ranking_figures(label: np.ndarray, score: np.ndarray) -> dict:
     }
 
 
+def deciles(by: np.ndarray, means: dict[str, np.ndarray]) -> list[dict]:
+    """Customers in deciles of `by` (highest first), with the mean of each named column."""
+    order = np.argsort(-by, kind="stable")
+    return [
+        {
+            "decile": i,
+            "customers": len(part),
+            **{name: _round(values[part].mean()) for name, values in means.items()},
+        }
+        for i, part in enumerate(np.array_split(order, DECILES), start=1)
+        if len(part)
+    ]
+
+
 def decile_calibration(label: np.ndarray, probability: np.ndarray) -> list[dict]:
     """Customers in deciles of the predicted probability (highest first): mean predicted
     against the observed rate."""
-    order = np.argsort(-probability, kind="stable")
-    rows = []
-    for i, part in enumerate(np.array_split(order, DECILES), start=1):
-        if len(part):
-            rows.append(
-                {
-                    "decile": i,
-                    "customers": len(part),
-                    "predicted": _round(probability[part].mean()),
-                    "observed": _round(label[part].mean()),
-                }
-            )
-    return rows
+    return deciles(probability, {"predicted": probability, "observed": label})
 
 
 def opportunity_section(built: Built, outcomes: pd.DataFrame, window: Window) -> dict:
@@ -306,21 +308,15 @@ def _totals(purchases, spend, actual_purchases, actual_spend) -> dict:
 
 
 def _clv_deciles(purchases, spend, actual: pd.DataFrame) -> list[dict]:
-    order = np.argsort(-spend, kind="stable")
-    rows = []
-    for i, part in enumerate(np.array_split(order, DECILES), start=1):
-        if len(part):
-            rows.append(
-                {
-                    "decile": i,
-                    "customers": len(part),
-                    "predicted_purchases": _round(purchases[part].mean()),
-                    "actual_purchases": _round(actual["purchases"].to_numpy()[part].mean()),
-                    "predicted_spend": _round(spend[part].mean()),
-                    "actual_spend": _round(actual["spend"].to_numpy()[part].mean()),
-                }
-            )
-    return rows
+    return deciles(
+        spend,
+        {
+            "predicted_purchases": purchases,
+            "actual_purchases": actual["purchases"].to_numpy(),
+            "predicted_spend": spend,
+            "actual_spend": actual["spend"].to_numpy(),
+        },
+    )
 
 
 def _tier_shares(buyers: pd.DataFrame, actual: pd.DataFrame) -> list[dict]:

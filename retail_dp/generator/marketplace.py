@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from retail_dp.generator.simulate import ProductTable
+from retail_dp.generator.simulate import ProductTable, order_lines
 
 if TYPE_CHECKING:
     from retail_dp.generator.profiles import MarketplaceProfile
@@ -67,14 +67,14 @@ def simulate_lines(
     unit_price = products.price[product] * np.where(
         order_deal[line_order], 1 - profile.deal_discount, 1
     )
-    seconds = (order_day * 86400).astype(np.int64)
-    return {
-        "line_order": line_order,
-        "customer": order_customer[line_order],
-        "product": product + 1,
-        "ts": seconds[line_order],
-        "quantity": (1 + extra_units).astype(np.int64),
-        "unit_price": np.round(unit_price, 2),
-        "channel": order_channel[line_order],
-        "is_deal": order_deal[line_order],
-    }
+    quantity = (1 + extra_units).astype(np.int64)
+    return order_lines(
+        line_order,
+        order_customer,
+        order_day,
+        order_channel,
+        order_deal,
+        product,
+        quantity,
+        np.round(unit_price, 2),
+    )

@@ -16,7 +16,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from retail_dp.generator.simulate import DEAL_DISCOUNT, PRODUCTS_PER_CATEGORY, ProductTable
+from retail_dp.generator.simulate import (
+    DEAL_DISCOUNT,
+    PRODUCTS_PER_CATEGORY,
+    ProductTable,
+    order_lines,
+)
 
 if TYPE_CHECKING:
     from retail_dp.generator.profiles import SequentialProfile
@@ -138,14 +143,13 @@ def _priced_lines(
     share = rng.gamma(1.0, size=line_order.size) * unit_price
     share /= np.bincount(line_order, weights=share, minlength=n_orders)[line_order]
     quantity = np.maximum(1, np.rint(order_value[line_order] * share / unit_price)).astype(np.int64)
-    seconds = (order_day * 86400).astype(np.int64)
-    return {
-        "line_order": line_order,
-        "customer": order_customer[line_order],
-        "product": product + 1,
-        "ts": seconds[line_order],
-        "quantity": quantity,
-        "unit_price": unit_price,
-        "channel": order_channel[line_order],
-        "is_deal": order_deal[line_order],
-    }
+    return order_lines(
+        line_order,
+        order_customer,
+        order_day,
+        order_channel,
+        order_deal,
+        product,
+        quantity,
+        unit_price,
+    )

@@ -197,7 +197,6 @@ def simulate_lines(
     category = np.concatenate([base_category, np.full(gold_order.size, gold)])
     keep = np.argsort(line_order, kind="stable")
     line_order, category = line_order[keep], category[keep]
-    line_customer = order_customer[line_order]
     explore = rng.random(line_order.size) < params.exploration_share
     category = np.where(explore, rng.integers(0, len(CATEGORIES), line_order.size), category)
     product = category * PRODUCTS_PER_CATEGORY + rng.integers(
@@ -209,11 +208,34 @@ def simulate_lines(
     share = rng.gamma(1.0, size=line_order.size) * unit_price
     share /= np.bincount(line_order, weights=share)[line_order]
     quantity = np.maximum(1, np.rint(order_value[line_order] * share / unit_price)).astype(np.int64)
-    # a time of day for each order, spread over the day
+    return order_lines(
+        line_order,
+        order_customer,
+        order_day,
+        order_channel,
+        order_deal,
+        product,
+        quantity,
+        unit_price,
+    )
+
+
+def order_lines(
+    line_order: np.ndarray,
+    order_customer: np.ndarray,
+    order_day: np.ndarray,
+    order_channel: np.ndarray,
+    order_deal: np.ndarray,
+    product: np.ndarray,
+    quantity: np.ndarray,
+    unit_price: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """Purchase lines as every profile writes them: each line takes its order's customer, time
+    (seconds into the window), channel and deal flag; products are numbered from 1."""
     seconds = (order_day * 86400).astype(np.int64)
     return {
         "line_order": line_order,
-        "customer": line_customer,
+        "customer": order_customer[line_order],
         "product": product + 1,
         "ts": seconds[line_order],
         "quantity": quantity,
