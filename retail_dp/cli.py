@@ -434,7 +434,9 @@ def _erase(args: argparse.Namespace) -> int:
 
 def _backtest(args: argparse.Namespace) -> int:
     product = settings_from_args(argparse.Namespace(data_dir=args.data_dir))
-    warehouse = args.warehouse or product.warehouse.parent / "backtest" / product.warehouse.name
+    from retail_dp.analytics import backtest_reports
+
+    warehouse = args.warehouse or backtest_reports.default_warehouse(product.warehouse)
     settings = product.model_copy(update={"warehouse": warehouse})
     if not _preflight("backtest", settings, _preflight_run):
         return 2
@@ -452,7 +454,7 @@ def _backtest(args: argparse.Namespace) -> int:
     outcomes = backtest.read_outcomes(settings.data_dir, settings.descriptors_dir, window)
     with duckdb.connect(str(settings.warehouse), read_only=True) as con:
         report = backtest.build_report(con, outcomes, window)
-    paths = backtest.write_report(report, settings.warehouse.parent / "reports")
+    paths = backtest.write_report(report, backtest_reports.reports_dir(settings.warehouse))
     print(backtest.markdown(report))
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0

@@ -10,6 +10,7 @@ from datetime import date, datetime
 from pathlib import Path
 
 import dagster as dg
+import duckdb
 import pytest
 
 os.environ.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
@@ -118,3 +119,31 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
     setattr(item, f"rep_{report.when}", report)
+
+
+@pytest.fixture
+def backtest_reports(built):
+    """Where the delivery service looks for `retail-dp backtest`'s reports (the default
+    backtest warehouse beside the built one), and a writer of real reports there: one built
+    by `backtest.build_report` from the built warehouse, with the as_of and creation time
+    given. The folder is removed afterwards, so no other test sees a report."""
+    import shutil
+    from datetime import timedelta
+
+    from retail_dp.analytics import backtest, backtest_reports
+
+    _, settings, _ = built
+    folder = backtest_reports.reports_dir(backtest_reports.default_warehouse(settings.warehouse))
+    window = backtest.Window(AS_OF - timedelta(days=90), 90)
+    outcomes = backtest.read_outcomes(settings.data_dir, settings.descriptors_dir, window)
+    with duckdb.connect(str(settings.warehouse), read_only=True) as con:
+        real = backtest.build_report(con, outcomes, window)
+
+    def write(as_of: datetime, created_at: datetime) -> dict:
+        report = {**real, "as_of": as_of.isoformat(sep=" "),
+                  "created_at": created_at.isoformat(timespec="milliseconds")}  # fmt: skip
+        backtest.write_report(report, folder)
+        return report
+
+    yield folder, write
+    shutil.rmtree(folder.parent, ignore_errors=True)

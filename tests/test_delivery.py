@@ -315,6 +315,39 @@ def test_data_products_carry_status_and_lineage(server):
     assert server.client().get("/v1/data-products/nope").status_code == 404
 
 
+def test_the_latest_backtest_report_is_served_and_never_stale(server, backtest_reports):
+    """GET /v1/backtest/latest: signed in only, typed, and always the report made last (by
+    its creation time, read at each request): not a cached one, not the latest as_of."""
+    folder, write = backtest_reports
+    client = server.client("marketing")
+    assert server.client().get("/v1/backtest/latest").status_code == 401
+    empty = client.get("/v1/backtest/latest").json()
+    assert empty["report"] is None and "retail-dp backtest" in empty["detail"]
+    now = datetime.now(UTC)
+    first = write(datetime(2026, 4, 1), now - timedelta(hours=1))
+    got = client.get("/v1/backtest/latest").json()
+    assert got["name"] == "backtest-2026-04-01-90d.json"
+    assert got["report"]["as_of"] == "2026-04-01 00:00:00"
+    assert got["report"]["created_at"] == first["created_at"]
+    assert got["report"]["horizon_days"] == 90
+    assert got["report"]["opportunity"] == json.loads(json.dumps(first["opportunity"]))
+    # a backtest at an earlier T, run later: now the latest, though its name sorts first
+    second = write(datetime(2025, 11, 25), now)
+    got = client.get("/v1/backtest/latest").json()
+    assert got["name"] == "backtest-2025-11-25-90d.json"
+    assert got["report"]["as_of"] == "2025-11-25 00:00:00"
+    assert got["report"]["created_at"] == second["created_at"]
+    # a report that breaks the contract is named, not served half-typed or as a 500
+    (folder / "backtest-2024-01-01-90d.json").write_text(json.dumps({"as_of": "x",
+        "created_at": (now + timedelta(minutes=1)).isoformat()}))  # fmt: skip
+    broken = client.get("/v1/backtest/latest")
+    assert broken.status_code == 200 and broken.json()["report"] is None
+    assert "does not match" in broken.json()["detail"]
+    entry = json.loads(server.audit_log.read_text().splitlines()[-1])
+    assert entry["endpoint"] == "/v1/backtest/latest"
+    assert entry["caller"] == "demo-marketing-analyst" and entry["report"].startswith("backtest-")
+
+
 # -- audit, contract -----------------------------------------------------------------------------
 
 

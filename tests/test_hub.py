@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -185,6 +186,29 @@ def test_the_hub_runs_under_its_content_security_policy(page):
         page.goto(f"{page.base}/#/product/{CONSUMER}/{tab}")
         expect(page.locator(f"#tab-{tab}")).to_have_attribute("aria-selected", "true")
     assert elsewhere == []
+
+
+def test_the_metrics_tab_shows_the_latest_backtest_report_never_a_stale_one(page, backtest_reports):
+    """The Metrics tab reads GET /v1/backtest/latest at each visit: its as_of, horizon and
+    creation time are the report made last, also when that one has an earlier as_of."""
+    _, write = backtest_reports
+    now = datetime.now(UTC)
+    first = write(datetime(2026, 4, 1), now - timedelta(hours=1))
+    open_hub(page)
+    sign_in(page, "rdp_demo_marketing_2026")
+    page.goto(f"{page.base}/#/product/{CONSUMER}/metrics")
+    facts = page.locator("#latest-backtest-facts")
+    expect(facts.locator("[data-field='as_of']")).to_have_text("2026-04-01 00:00:00")
+    expect(facts.locator("[data-field='created_at']")).to_have_text(first["created_at"])
+    expect(facts.locator("[data-field='horizon_days']")).to_contain_text("90 days")
+    rows = page.locator("#latest-backtest .latest-scores tbody tr")
+    expect(rows).to_have_count(len(first["opportunity"]["scores"]))
+    expect(page.locator("#latest-backtest .latest-clv")).to_contain_text("same_as_last_period")
+    second = write(datetime(2025, 11, 25), now)
+    page.goto(f"{page.base}/#/product/{CONSUMER}/overview")
+    page.click("#tab-metrics")
+    expect(facts.locator("[data-field='as_of']")).to_have_text("2025-11-25 00:00:00")
+    expect(facts.locator("[data-field='created_at']")).to_have_text(second["created_at"])
 
 
 @pytest.fixture(scope="module")

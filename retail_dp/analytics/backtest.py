@@ -21,9 +21,10 @@ had bought by T:
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
@@ -339,14 +340,21 @@ def _tier_shares(buyers: pd.DataFrame, actual: pd.DataFrame) -> list[dict]:
 # --- the report ------------------------------------------------------------------------------
 
 
-def build_report(con: duckdb.DuckDBPyConnection, outcomes: pd.DataFrame, window: Window) -> dict:
+def build_report(
+    con: duckdb.DuckDBPyConnection,
+    outcomes: pd.DataFrame,
+    window: Window,
+    created_at: datetime | None = None,
+) -> dict:
     built = read_built(con, window)
     opportunity = opportunity_section(built, outcomes, window)
     new = opportunity.pop("new_categories")
+    created = created_at or datetime.now(UTC)
     return {
         "as_of": window.as_of.isoformat(sep=" "),
         "horizon_days": window.horizon_days,
         "horizon_end": window.end.isoformat(sep=" "),
+        "created_at": created.isoformat(timespec="milliseconds"),
         "outcome_lines": int(len(outcomes)),
         "opportunity": opportunity,
         "next_best_category": category_section(built, new, window),
@@ -355,7 +363,9 @@ def build_report(con: duckdb.DuckDBPyConnection, outcomes: pd.DataFrame, window:
 
 
 def write_report(report: dict, folder: Path) -> list[Path]:
-    """`backtest-<T>-<h>d.json` and `.md` in `folder`, and the same as `latest.*`."""
+    """`backtest-<T>-<h>d.json` and `.md` in `folder`, and the same as `latest.*`. Each file
+    is written whole to a temporary name and renamed into place, so a reader (the delivery
+    service) never sees half a report."""
     folder.mkdir(parents=True, exist_ok=True)
     stem = f"backtest-{report['as_of'][:10]}-{report['horizon_days']}d"
     text = json.dumps(report, indent=2) + "\n"
@@ -364,7 +374,9 @@ def write_report(report: dict, folder: Path) -> list[Path]:
     for name in (stem, "latest"):
         for suffix, content in ((".json", text), (".md", md)):
             path = folder / f"{name}{suffix}"
-            path.write_text(content)
+            partial = path.with_name(f".{path.name}.partial")
+            partial.write_text(content)
+            os.replace(partial, path)
             paths.append(path)
     return paths
 
@@ -383,6 +395,8 @@ def markdown(report: dict) -> str:
     opp, cat, value = report["opportunity"], report["next_best_category"], report["clv"]
     lines = [
         f"# Backtest at {report['as_of']}, horizon {report['horizon_days']} days",
+        "",
+        f"Created {report.get('created_at', 'n/a')}.",
         "",
         f"Outcomes: {report['outcome_lines']:,} purchase lines in ({report['as_of']}, "
         f"{report['horizon_end']}].",

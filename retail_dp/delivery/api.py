@@ -266,6 +266,101 @@ class PublicProduct(BaseModel):
     lineage: Lineage
 
 
+# the latest report of `retail-dp backtest` (retail_dp.analytics.backtest): a figure is null
+# when it is undefined in that window (e.g. an AUC with one class)
+class RankingFigures(BaseModel):
+    auc: float | None = None
+    top_decile_lift: float | None = None
+
+
+class CalibrationDecile(BaseModel):
+    decile: int
+    customers: int
+    predicted: float | None = None
+    observed: float | None = None
+
+
+class OpportunityBacktest(BaseModel):
+    customers: int
+    new_category_buyers: int
+    base_rate: float | None = None
+    mean_predicted: float | None = None
+    scores: dict[str, RankingFigures]
+    calibration: list[CalibrationDecile]
+
+
+class HitFigures(BaseModel):
+    hit_at_1: float | None = None
+    hit_at_3: float | None = None
+
+
+class CategoryBacktest(BaseModel):
+    customers: int
+    rankers: dict[str, HitFigures]
+
+
+class ClvTotals(BaseModel):
+    predicted_purchases: float | None = None
+    actual_purchases: float | None = None
+    purchases_ratio: float | None = None
+    predicted_spend: float | None = None
+    actual_spend: float | None = None
+    spend_ratio: float | None = None
+    spearman_purchases: float | None = None
+    spearman_spend: float | None = None
+
+
+class ClvDecile(BaseModel):
+    decile: int
+    customers: int
+    predicted_purchases: float | None = None
+    actual_purchases: float | None = None
+    predicted_spend: float | None = None
+    actual_spend: float | None = None
+
+
+class OneTimeBuyers(BaseModel):
+    customers: int
+    mean_probability_alive: float | None = None
+    share_who_bought_again: float | None = None
+
+
+class TierShare(BaseModel):
+    value_tier: str
+    customers: int
+    share_of_customers: float | None = None
+    share_of_spend: float | None = None
+
+
+class ClvBacktest(BaseModel):
+    customers: int
+    purchase_model: str
+    predictors: dict[str, ClvTotals]
+    deciles: list[ClvDecile]
+    one_time_buyers: OneTimeBuyers
+    value_tiers: list[TierShare]
+
+
+class BacktestReport(BaseModel):
+    as_of: str
+    horizon_days: int
+    horizon_end: str
+    created_at: str
+    outcome_lines: int
+    opportunity: OpportunityBacktest
+    next_best_category: CategoryBacktest
+    clv: ClvBacktest
+
+
+class LatestBacktest(BaseModel):
+    """The report `retail-dp backtest` wrote most recently; `report` is null, with the reason
+    in `detail`, when there is none (or it does not match this contract)."""
+
+    report: BacktestReport | None = None
+    name: str | None = None
+    detail: str | None = None
+
+
 class ErrorResponse(BaseModel):
     error: str
     status: int
@@ -500,6 +595,25 @@ def create_app(service: DeliveryService) -> FastAPI:
             return service.data_product(name)
         except KeyError:
             raise HTTPException(404, f"no data product named {name!r}") from None
+
+    @app.get(
+        "/v1/backtest/latest",
+        response_model=LatestBacktest,
+        tags=["data products"],
+        summary="The latest report of retail-dp backtest: ours against the baselines",
+        responses={k: ERRORS[k] for k in (400, 401, 413, 429)},
+    )
+    def latest_backtest(request: Request, who: CallerDep) -> dict[str, Any]:
+        request.state.audit["members"] = ["backtest/latest"]
+        found = service.latest_backtest()
+        request.state.audit["report"] = found["name"]
+        try:
+            return LatestBacktest.model_validate(found).model_dump()
+        except ValidationError as exc:
+            detail = (
+                f"{found['name']} does not match the report contract: {exc.error_count()} errors"
+            )
+            return {"report": None, "name": found["name"], "detail": detail}
 
     mount_hub(app)
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import duckdb
 
+from retail_dp.analytics.backtest_reports import default_warehouse, latest_report, reports_dir
 from retail_dp.delivery.audit import AuditLog
 from retail_dp.delivery.limits import ServiceLimits
 from retail_dp.delivery.policies import Caller, Forbidden, Policies, RowFilter, mask
@@ -143,6 +144,8 @@ class DeliveryService:
             audit_log_path(settings), self.limits.audit_max_bytes, self.limits.audit_backups
         )
         self.salt = _salt(target / "masking.salt")
+        # where `retail-dp backtest` writes by default (beside the product's warehouse)
+        self.backtest_reports = reports_dir(default_warehouse(settings.warehouse))
         self._levels: tuple[float, list[dict]] | None = None
         self._levels_lock = threading.Lock()
 
@@ -514,6 +517,17 @@ class DeliveryService:
             return {"open_incidents": []}
         finally:
             cur.close()
+
+    def latest_backtest(self) -> dict:
+        """The report `retail-dp backtest` wrote most recently (by its creation time), read
+        from disk on every call, so a new report shows at the next request: never cached, never
+        the one published with the last run."""
+        found = latest_report(self.backtest_reports)
+        if found is None:
+            return {"report": None, "name": None,
+                    "detail": "no backtest report yet: run retail-dp backtest"}  # fmt: skip
+        report, name = found
+        return {"report": report, "name": name, "detail": None}
 
     def service_levels(self, max_age_s: float = 60.0) -> list[dict]:
         """The delivery service's architecture and governance SLOs, from its audit log;
