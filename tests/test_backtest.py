@@ -10,8 +10,9 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.stats import rankdata
 
-from retail_dp.analytics import backtest
+from retail_dp.analytics import backtest, cross_sell
 from retail_dp.cli import main
 
 T = datetime(2026, 4, 1)
@@ -84,6 +85,41 @@ def test_clv_deciles_and_tiers_add_up_to_the_totals(report):
     # the platinum tenth of buyers holds far more than a tenth of the next period's spend
     assert clv["value_tiers"][0]["share_of_spend"] > 0.25
     assert 0.7 < ours["purchases_ratio"] < 1.3 and ours["spearman_spend"] > 0.4
+
+
+def test_the_scores_are_calibrated_on_a_held_out_snapshot_and_rank_as_before(report):
+    """The published scores are the model's with their hazard scaled by k, fitted on the
+    snapshot 90 days before T; undone, they give the report's figures before calibration."""
+    figures, _, con = report
+    opportunity = figures["opportunity"]
+    fit = opportunity["calibration_fit"]
+    recorded = dict(
+        con.execute(
+            "SELECT name, value FROM marts.cross_sell_model WHERE kind = 'calibration'"
+        ).fetchall()
+    )
+    assert fit["status"] == "fitted" and fit["hazard_scale"] == recorded["hazard_scale"] != 1.0
+    held = fit["held_out"]
+    assert held["customers"] > 1000 and held["log_loss_after"] <= held["log_loss_before"]
+    assert abs(held["mean_after"] - held["observed_rate"]) < abs(
+        held["mean_before"] - held["observed_rate"]
+    )
+    after = (
+        con.execute(
+            "SELECT coalesce(cross_sell_opportunity_score, 0) FROM intermediate.int_customer_rfm "
+            "LEFT JOIN marts.cross_sell_recommendations USING (customer_id) ORDER BY customer_id"
+        )
+        .df()
+        .iloc[:, 0]
+        .to_numpy()
+    )
+    before = cross_sell.Calibration(hazard_scale=fit["hazard_scale"]).undo(after)
+    np.testing.assert_array_equal(rankdata(before), rankdata(after))
+    assert opportunity["mean_predicted"] == pytest.approx(after.mean(), abs=1e-4)
+    assert opportunity["mean_predicted_before_calibration"] == pytest.approx(
+        before.mean(), abs=1e-4
+    )
+    assert [d["decile"] for d in opportunity["calibration_before"]] == list(range(1, 11))
 
 
 def built_by_hand() -> backtest.Built:

@@ -542,6 +542,42 @@ def test_chunked_scoring_equals_scoring_everything_at_once(monkeypatch):
     assert len(whole) == 1500
 
 
+def test_calibration_recovers_a_planted_hazard_scale_and_keeps_every_ranking():
+    """Scores that over-state the hazard by 1 / 0.6: the fit finds k = 0.6, the calibrated
+    mean meets the observed rate, the log loss falls, and the ranking (AUC) is unchanged."""
+    rng = np.random.default_rng(3)
+    score = rng.beta(0.5, 4.0, 40_000).round(6)  # as published: 9 decimals keep them apart
+    truth = 1 - (1 - score) ** 0.6
+    label = (rng.random(score.size) < truth).astype(float)
+    found = cross_sell.fit_calibration(np.r_[score, 0.0], np.r_[label, 0.0])
+    assert found.status == "fitted" and found.detail is None
+    assert found.hazard_scale == pytest.approx(0.6, abs=0.02)
+    assert found.customers == (score > 0).sum()  # a score of 0 tells nothing about k
+    assert found.mean_after == pytest.approx(found.observed_rate, abs=0.002)
+    assert found.mean_before > found.observed_rate + 0.02
+    assert found.log_loss_after < found.log_loss_before
+    after = found.apply(score)
+    assert cross_sell.roc_auc(label, after) == cross_sell.roc_auc(label, score)
+    np.testing.assert_allclose(found.undo(after), score, atol=1e-8)
+    # the customer's score is the calibrated per-category probabilities combined
+    rows = pd.DataFrame({"customer_id": ["A", "A", "B"], "category": ["x", "y", "x"]})
+    p = np.array([0.3, 0.2, 0.1])
+    combined = cross_sell.customer_scores(rows, found.apply(p))
+    np.testing.assert_allclose(
+        combined, found.apply(cross_sell.customer_scores(rows, p)), atol=2e-9
+    )
+
+
+def test_calibration_without_enough_buyers_is_the_identity_and_says_why():
+    found = cross_sell.fit_calibration(np.full(100, 0.2), np.r_[np.ones(3), np.zeros(97)])
+    assert found.status == "identity" and found.hazard_scale == 1.0
+    assert "3 buyers" in found.detail and found.mean_after is None
+    rows = {r["name"]: r for r in found.as_rows()}
+    assert rows["hazard_scale"]["value"] == 1.0
+    assert rows["mean_after"]["value"] is None and rows["mean_after"]["detail"].startswith("not")
+    np.testing.assert_array_equal(found.apply(np.array([0.0, 0.25, 1.0])), [0.0, 0.25, 1.0])
+
+
 # --- checks -----------------------------------------------------------------------------------
 
 
@@ -567,6 +603,9 @@ def model_marts(con: duckdb.DuckDBPyConnection, clv_nan: bool, status: str = "ok
         "next_best_category_2, next_best_category_2_score, next_best_category_3, "
         "next_best_category_3_score)"
     )
+    calibration = pd.DataFrame(cross_sell.fit_calibration(np.zeros(3), np.zeros(3)).as_rows())
+    con.register("calibration", calibration)
+    con.execute("CREATE TABLE marts.cross_sell_model AS SELECT * FROM calibration")
     con.execute(
         f"""CREATE TABLE marts.clv_model_parameters AS SELECT 'mbgnbd' AS purchase_model,
         0.2 AS r, 4.0 AS alpha,
@@ -602,6 +641,13 @@ def test_model_checks_pass_on_defined_outputs_and_fail_on_nan():
     assert not warn.passed and warn.severity == dg.AssetCheckSeverity.WARN
     good.execute("UPDATE marts.clv_model_parameters SET purchase_model = NULL")
     assert not outcome(good, "fit_not_failed").passed  # the fit must name its model
+    assert outcome(good, "calibration_defined").passed  # NULL figures, each with its reason
+    bad.execute("UPDATE marts.cross_sell_model SET detail = NULL WHERE name = 'mean_after'")
+    assert outcome(bad, "calibration_defined").metadata["measured"].value == 1
+    bad.execute("UPDATE marts.cross_sell_model SET value = 'NaN' WHERE name = 'hazard_scale'")
+    assert outcome(bad, "calibration_defined").metadata["measured"].value == 2
+    good.execute("DELETE FROM marts.cross_sell_model WHERE name = 'hazard_scale'")
+    assert not outcome(good, "calibration_defined").passed  # the scale must be recorded
 
 
 def test_model_checks_are_blocking_validity_checks_that_run_on_the_warehouse(tmp_path):
@@ -616,6 +662,7 @@ def test_model_checks_are_blocking_validity_checks_that_run_on_the_warehouse(tmp
         "model_outputs_defined",
         "scores_defined",
         "next_best_scores_defined",
+        "calibration_defined",
         "fit_not_failed",
     }
     result = definitions[0](warehouse=Warehouse(database=str(path)))

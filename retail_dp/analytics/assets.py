@@ -210,7 +210,9 @@ def build_cross_sell_assets(product: DataProduct, marts: list[Mart]) -> dg.Asset
             metrics, undefined = cross_sell.backtest(snapshots, scored)
             # the model that scores today learns from the most recent complete window
             final, final_fit = cross_sell.fit(_training_sample(con, 90, activity[90][0]))
-            current = _score_snapshot(con, 0, final, activity[0][0])
+            calibration = _calibration(model, final, scored)
+            scorer = cross_sell.Calibrated(final, calibration)
+            current = _score_snapshot(con, 0, scorer, activity[0][0])
             recs = cross_sell.recommendations(current, pd.Index(buyers))
             del current, scored
             _replace_table(
@@ -231,7 +233,8 @@ def build_cross_sell_assets(product: DataProduct, marts: list[Mart]) -> dg.Asset
                     for k, v in metrics.items()
                 ]
                 + cross_sell.fit_rows("fit", final_fit, final)
-                + cross_sell.fit_rows("backtest_fit", model_fit, model),
+                + cross_sell.fit_rows("backtest_fit", model_fit, model)
+                + calibration.as_rows(),
                 columns=[n for n, _, _ in model_columns],
             ).astype({"value": float})
             _replace_table(con, "marts.cross_sell_model", model_table)
@@ -254,6 +257,7 @@ def build_cross_sell_assets(product: DataProduct, marts: list[Mart]) -> dg.Asset
                     "days_before_as_of_0": current_activity.as_metadata(),
                 }
             ),
+            "calibration": dg.MetadataValue.json(calibration.as_metadata()),
             **({"undefined": dg.MetadataValue.json(undefined)} if undefined else {}),
         }
         context.log.info(f"cross-sell backtest: {metrics}; fit: {final_fit}")
@@ -275,6 +279,21 @@ def build_cross_sell_assets(product: DataProduct, marts: list[Mart]) -> dg.Asset
         )
 
     return _cross_sell
+
+
+def _calibration(
+    backtest_model: cross_sell.Scorer, final: cross_sell.Scorer, scored: pd.DataFrame
+) -> cross_sell.Calibration:
+    """The scores' calibration, measured on the snapshot 90 days before as_of: the model that
+    learnt one window earlier (the backtest's), on customers it never saw, against what they
+    did by as_of; the model that scores today stands in the same relation to today's
+    snapshot. The identity, saying why, when either model is the popularity baseline."""
+    if not all(isinstance(m, cross_sell.CrossSellModel) for m in (backtest_model, final)):
+        return cross_sell.Calibration(detail="no logistic model to calibrate (baseline)")
+    return cross_sell.fit_calibration(
+        scored["cross_sell_opportunity_score"].to_numpy(float),
+        scored["new_category_buyer"].to_numpy(float),
+    )
 
 
 def _activity(con) -> dict[int, tuple[pd.DataFrame, clv.BgNbd]]:

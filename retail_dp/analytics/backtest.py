@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -94,6 +94,8 @@ class Built:
     candidates: pd.DataFrame  # int_cross_sell_features at T
     owned: pd.DataFrame  # (customer_id, category, adopted_on) at T
     last_period: pd.DataFrame  # per customer: purchase days and spend in (T - h, T]
+    # marts.cross_sell_model's kind "calibration": name -> (value, detail)
+    calibration: dict[str, tuple[float | None, str | None]] = field(default_factory=dict)
 
 
 def read_built(con: duckdb.DuckDBPyConnection, window: Window) -> Built:
@@ -127,7 +129,13 @@ def read_built(con: duckdb.DuckDBPyConnection, window: Window) -> Built:
         FROM marts.fct_purchase WHERE purchase_ts > ? GROUP BY 1""",
         [window.start_of_last_period],
     ).df()
-    return Built(buyers, parameters, recs, candidates, owned, last_period)
+    calibration = {
+        name: (value, detail)
+        for name, value, detail in con.execute(
+            "SELECT name, value, detail FROM marts.cross_sell_model WHERE kind = 'calibration'"
+        ).fetchall()
+    }
+    return Built(buyers, parameters, recs, candidates, owned, last_period, calibration)
 
 
 # --- figures ---------------------------------------------------------------------------------
@@ -186,14 +194,38 @@ def opportunity_section(built: Built, outcomes: pd.DataFrame, window: Window) ->
         "popularity": support.reindex(buyers.index).fillna(0).to_numpy(float),
         "dataos": buyers["dataos_cross_sell_score"].fillna(0).to_numpy(float),
     }
+    calibration = _calibration_fit(built)
+    before = cross_sell.Calibration(hazard_scale=calibration["hazard_scale"]).undo(ours)
     return {
         "customers": int(len(buyers)),
         "new_category_buyers": int(label.sum()),
         "base_rate": _round(label.mean()) if len(label) else None,
         "mean_predicted": _round(ours.mean()) if len(ours) else None,
+        "mean_predicted_before_calibration": _round(before.mean()) if len(ours) else None,
         "scores": {name: ranking_figures(label, s) for name, s in scores.items()},
         "calibration": decile_calibration(label, ours),
+        "calibration_before": decile_calibration(label, before),
+        "calibration_fit": calibration,
         "new_categories": new,
+    }
+
+
+def _calibration_fit(built: Built) -> dict:
+    """How the published scores were calibrated (marts.cross_sell_model, kind "calibration"):
+    the hazard scale (1 when there is none) and what it did on its held-out snapshot."""
+    found = built.calibration
+    status = (found.get("status") or (None, None))[1] or "identity; not recorded"
+    figures = {
+        name: _round(found[name][0]) if found.get(name, (None,))[0] is not None else None
+        for name in ("customers", "observed_rate", "mean_before", "mean_after",
+                     "log_loss_before", "log_loss_after")
+    }  # fmt: skip
+    scale = found.get("hazard_scale", (None, None))[0]
+    return {
+        "method": "hazard scaling: p' = 1 - (1 - p)^k",
+        "status": status,
+        "hazard_scale": float(scale) if scale is not None and np.isfinite(scale) else 1.0,
+        "held_out": figures,
     }
 
 
@@ -391,6 +423,31 @@ def _table(headers: list[str], rows: list[list]) -> list[str]:
     return lines + [""]
 
 
+def _calibration_lines(opp: dict) -> list[str]:
+    fit = opp.get("calibration_fit")
+    before = opp.get("calibration_before") or [{} for _ in opp["calibration"]]
+    lines = []
+    if fit:
+        held = fit["held_out"]
+        lines += [
+            f"Calibration ({fit['method']}): k = {fit['hazard_scale']:.4f}, {fit['status']}; "
+            f"fitted on {_cell(held['customers'])} customers of the snapshot 90 days before "
+            f"as_of (observed rate {_cell(held['observed_rate'])}, mean predicted "
+            f"{_cell(held['mean_before'])} before, {_cell(held['mean_after'])} after). Here: "
+            f"mean predicted {_cell(opp.get('mean_predicted_before_calibration'))} before, "
+            f"{_cell(opp['mean_predicted'])} after, against {_cell(opp['base_rate'])}.",
+            "",
+        ]
+    lines += ["Calibration by decile of our score:", ""]
+    return lines + _table(
+        ["decile", "customers", "predicted before", "predicted", "observed"],
+        [
+            [r["decile"], r["customers"], b.get("predicted"), r["predicted"], r["observed"]]
+            for r, b in zip(opp["calibration"], before, strict=True)
+        ],
+    )
+
+
 def markdown(report: dict) -> str:
     opp, cat, value = report["opportunity"], report["next_best_category"], report["clv"]
     lines = [
@@ -409,15 +466,7 @@ def markdown(report: dict) -> str:
             ["score", "ROC AUC", "top-decile lift"],
             [[n, f["auc"], f["top_decile_lift"]] for n, f in opp["scores"].items()],
         ),
-        "Calibration by decile of our score:",
-        "",
-        *_table(
-            ["decile", "customers", "predicted", "observed"],
-            [
-                [r["decile"], r["customers"], r["predicted"], r["observed"]]
-                for r in opp["calibration"]
-            ],
-        ),
+        *_calibration_lines(opp),
         f"## Next-best category ({cat['customers']:,} customers bought a new category)",
         "",
         *_table(

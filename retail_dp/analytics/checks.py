@@ -35,10 +35,17 @@ BGNBD_PARAMETERS = ("r", "alpha", "a", "b")
 PURCHASE_MODELS = ("bgnbd", "mbgnbd")  # clv.PURCHASE_MODELS, spelt for SQL
 NEXT_BEST = (1, 2, 3)
 GAMMA_GAMMA_PARAMETERS = ("p", "q", "gamma")
+# marts.cross_sell_model's kinds whose figures are NULL only with a reason
+FIGURE_KINDS = ("calibration",)
+HAZARD_SCALE = "kind = 'calibration' AND name = 'hazard_scale'"
 
 
 def _undefined(column: str) -> str:
     return f"({column} IS NULL OR isnan({column}) OR isinf({column}))"
+
+
+def _listed(values: tuple[str, ...]) -> str:
+    return ", ".join(f"'{v}'" for v in values)
 
 
 def _non_finite(column: str) -> str:
@@ -101,6 +108,22 @@ CHECKS = (
             count(*)
         FROM marts.cross_sell_recommendations""",
         "customers with an undefined or orphan next-best score",
+    ),
+    ModelCheck(
+        "marts/cross_sell_model",
+        "calibration_defined",
+        "The scores' calibration is recorded once, with a finite positive hazard scale, and "
+        "every other figure of it is finite, or NULL with the reason in detail.",
+        f"""WITH rows AS (
+            SELECT * FROM marts.cross_sell_model WHERE kind IN ({_listed(FIGURE_KINDS)})
+        )
+        SELECT count(*) FILTER (
+                WHERE {_non_finite("value")} OR (value IS NULL AND detail IS NULL)
+                OR ({HAZARD_SCALE} AND NOT coalesce(value > 0, false))
+            ) + (SELECT count(*) <> 1 FROM rows WHERE {HAZARD_SCALE})::INT,
+            count(*)
+        FROM rows""",
+        "undefined calibration figures (or no hazard scale)",
     ),
     ModelCheck(
         "marts/clv_model_parameters",

@@ -6,6 +6,14 @@ A logistic regression over (customer, category not yet bought) rows, fitted by p
 maximum likelihood with scipy. A customer's opportunity score is the probability of buying at
 least one new category: 1 - prod(1 - p_category).
 
+The model learns from the window that ends at the snapshot it scores, and fewer customers adopt
+a new category as they age, so its raw rates run high. `fit_calibration` measures by how much
+on a held-out snapshot: the model learnt one window earlier, scored on a snapshot it never saw,
+against what those customers then did. The correction scales each probability's hazard,
+p' = 1 - (1 - p)^k (Platt scaling on the complementary log-log link with the slope fixed at
+1), so the opportunity score stays 1 - prod(1 - p'), equals 1 - (1 - score)^k, keeps every
+ranking (of customers and of categories) and can be undone exactly.
+
 It never emits NaN: missing or non-finite features take the documented FEATURE_DEFAULTS, and
 when the model cannot learn (too few rows, or only buyers or only non-buyers in the window)
 `fit` returns the PopularityBaseline with a "failed" FitReport instead of raising.
@@ -18,7 +26,7 @@ from typing import Protocol
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import minimize
+from scipy.optimize import minimize, minimize_scalar
 from scipy.special import expit
 from scipy.stats import rankdata
 
@@ -273,6 +281,123 @@ def _repeat_share(rows: pd.DataFrame) -> float:
         return 0.0
     customers = rows.drop_duplicates("customer_id")
     return float((pd.to_numeric(customers["frequency"], errors="coerce") > 0).mean())
+
+
+# --- calibration ------------------------------------------------------------------------------
+
+LOG_HAZARD_SCALE_BOUNDS = (np.log(1e-3), np.log(1e3))
+MIN_CALIBRATION_CLASS = 5  # fewer buyers (or non-buyers) with a score than this: no calibration
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """p' = 1 - (1 - p)^hazard_scale, fitted by maximum likelihood on the customers of a
+    held-out snapshot (their opportunity scores against whether they bought a new category).
+    `status` "fitted", or "identity" (hazard_scale 1) with the reason in `detail`; the figures
+    say how the scores of the held-out snapshot compare with what happened, before and after."""
+
+    hazard_scale: float = 1.0
+    status: str = "identity"
+    detail: str | None = None
+    customers: int = 0
+    observed_rate: float | None = None
+    mean_before: float | None = None
+    mean_after: float | None = None
+    log_loss_before: float | None = None
+    log_loss_after: float | None = None
+
+    def apply(self, probability: np.ndarray) -> np.ndarray:
+        return _scale_hazard(probability, self.hazard_scale)
+
+    def undo(self, probability: np.ndarray) -> np.ndarray:
+        return _scale_hazard(probability, 1.0 / self.hazard_scale)
+
+    def as_metadata(self) -> dict:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+    def as_rows(self) -> list[dict]:
+        """marts/cross_sell_model's rows (kind "calibration"): the status with its reason in
+        `detail`, then the figures; a figure that could not be measured is NULL, and says why."""
+        why = "not measured: " + (self.detail or "no held-out customers")
+        rows = [{"kind": "calibration", "name": "status", "value": None,
+                 "detail": "; ".join(x for x in (self.status, self.detail) if x)}]  # fmt: skip
+        for name in ("hazard_scale", "customers", "observed_rate", "mean_before", "mean_after",
+                     "log_loss_before", "log_loss_after"):  # fmt: skip
+            value = getattr(self, name)
+            value = None if value is None else float(value)
+            rows.append({"kind": "calibration", "name": name, "value": value,
+                         "detail": why if value is None else None})  # fmt: skip
+        return rows
+
+
+def _scale_hazard(probability: np.ndarray, scale: float) -> np.ndarray:
+    p = np.clip(np.nan_to_num(np.asarray(probability, dtype=float)), 0.0, 1.0 - 1e-12)
+    return np.round(-np.expm1(scale * np.log1p(-p)), 9)
+
+
+def _log_loss(label: np.ndarray, probability: np.ndarray) -> float:
+    p = np.clip(probability, 1e-12, 1 - 1e-12)
+    return float(-np.mean(label * np.log(p) + (1 - label) * np.log1p(-p)))
+
+
+def fit_calibration(score: np.ndarray, label: np.ndarray) -> Calibration:
+    """The hazard scale k that maximises the likelihood of `label` (bought a new category)
+    under 1 - (1 - score)^k, over the customers with a score above 0 (a score of 0 stays 0
+    whatever k). The identity, saying why, when either class has fewer than
+    MIN_CALIBRATION_CLASS customers."""
+    score = np.nan_to_num(np.asarray(score, dtype=float))
+    label = np.nan_to_num(np.asarray(label, dtype=float)) > 0
+    keep = score > 0
+    score, label = np.clip(score[keep], 0, 1 - 1e-12), label[keep]
+    figures = {"customers": int(len(score))}
+    if len(score):
+        figures |= {"observed_rate": float(label.mean()), "mean_before": float(score.mean()),
+                    "log_loss_before": _log_loss(label, score)}  # fmt: skip
+    positives = int(label.sum())
+    if min(positives, len(label) - positives) < MIN_CALIBRATION_CLASS:
+        kind = "buyers" if positives < MIN_CALIBRATION_CLASS else "non-buyers"
+        why = f"{min(positives, len(label) - positives)} {kind} of a new category with a score"
+        return Calibration(detail=f"{why}, fewer than {MIN_CALIBRATION_CLASS}", **figures)
+    hazard = -np.log1p(-score)
+
+    def loss(log_k: float) -> float:
+        h = np.exp(log_k) * hazard
+        # -log(1 - e^-h) for buyers, h for the others
+        return float(-np.log(-np.expm1(-h[label])).sum() + h[~label].sum()) / len(h)
+
+    found = minimize_scalar(loss, bounds=LOG_HAZARD_SCALE_BOUNDS, method="bounded",
+                            options={"xatol": 1e-10})  # fmt: skip
+    k = float(np.exp(found.x))
+    after = _scale_hazard(score, k)
+    detail = None
+    if min(abs(found.x - b) for b in LOG_HAZARD_SCALE_BOUNDS) < 1e-6:
+        detail = f"hazard scale {k:.4g} ran to its bound"
+    return Calibration(
+        hazard_scale=k,
+        status="fitted",
+        detail=detail,
+        mean_after=float(after.mean()),
+        log_loss_after=_log_loss(label, after),
+        **figures,
+    )
+
+
+@dataclass(frozen=True)
+class Calibrated:
+    """A scorer whose probabilities pass through a Calibration."""
+
+    base: Scorer
+    calibration: Calibration
+
+    @property
+    def training_positive_rate(self) -> float:
+        return self.base.training_positive_rate
+
+    def predict(self, rows: pd.DataFrame) -> np.ndarray:
+        return self.calibration.apply(self.base.predict(rows))
+
+    def as_records(self) -> list[dict]:
+        return self.base.as_records()
 
 
 def customer_scores(rows: pd.DataFrame, probability: np.ndarray) -> pd.Series:

@@ -280,13 +280,32 @@ class CalibrationDecile(BaseModel):
     observed: float | None = None
 
 
+class HeldOutCalibration(BaseModel):
+    customers: float | None = None
+    observed_rate: float | None = None
+    mean_before: float | None = None
+    mean_after: float | None = None
+    log_loss_before: float | None = None
+    log_loss_after: float | None = None
+
+
+class CalibrationFit(BaseModel):
+    method: str
+    status: str
+    hazard_scale: float
+    held_out: HeldOutCalibration
+
+
 class OpportunityBacktest(BaseModel):
     customers: int
     new_category_buyers: int
     base_rate: float | None = None
     mean_predicted: float | None = None
+    mean_predicted_before_calibration: float | None = None
     scores: dict[str, RankingFigures]
     calibration: list[CalibrationDecile]
+    calibration_before: list[CalibrationDecile] | None = None
+    calibration_fit: CalibrationFit | None = None
 
 
 class HitFigures(BaseModel):

@@ -382,6 +382,19 @@ async function metrics(p, panel) {
   await reading;
 }
 
+// The opportunity score's calibration: mean predicted against the observed rate per decile of
+// the score, before and after the hazard scaling fitted on a held-out snapshot before as_of.
+function calibrationTable(o, f) {
+  if (!o.calibration_fit) return [];
+  const before = o.calibration_before || [];
+  const fit = o.calibration_fit;
+  return [
+    h("p", { class: "muted", id: "latest-calibration-fit" }, `Calibration (${fit.method}): k = ${fit.hazard_scale.toFixed(4)}, ${fit.status}. Mean predicted ${o.mean_predicted_before_calibration == null ? "not defined" : o.mean_predicted_before_calibration.toFixed(3)} before, ${o.mean_predicted == null ? "not defined" : o.mean_predicted.toFixed(3)} after, observed ${o.base_rate == null ? "not defined" : o.base_rate.toFixed(3)}.`),
+    grid({ class: "latest-calibration" }, ["Decile", "Customers", "Predicted before", "Predicted after", "Observed"],
+      o.calibration.map((d, i) => [num(d.decile), num(d.customers), f(before[i]?.predicted), f(d.predicted), f(d.observed)])),
+  ];
+}
+
 // The report retail-dp backtest wrote most recently, read from the service on every visit
 // (GET /v1/backtest/latest): when it was made, for which as_of and horizon, and its figures
 // against the baselines of the same run.
@@ -402,6 +415,7 @@ function latestBacktest(section, latest) {
     h("h3", {}, `Opportunity score: ${o.customers} buyers at T, ${o.new_category_buyers} bought a new category (base rate ${o.base_rate == null ? "not defined" : o.base_rate.toFixed(3)}, mean predicted ${o.mean_predicted == null ? "not defined" : o.mean_predicted.toFixed(3)})`),
     grid({ class: "latest-scores" }, ["Score", "ROC AUC", "Top-decile lift"],
       Object.entries(o.scores).map(([name, x]) => [name, f(x.auc), f(x.top_decile_lift)])),
+    ...calibrationTable(o, f),
     h("h3", {}, `Next-best category: ${c.customers} customers bought a new category`),
     grid({ class: "latest-rankers" }, ["Ranker", "hit@1", "hit@3"],
       Object.entries(c.rankers).map(([name, x]) => [name, f(x.hit_at_1), f(x.hit_at_3)])),
