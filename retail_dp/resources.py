@@ -39,6 +39,15 @@ class ReferenceTime(dg.ConfigurableResource):
         return started.astimezone(UTC).replace(tzinfo=None, microsecond=0)
 
 
+class RefreshMode(dg.ConfigurableResource):
+    """How a run refreshes. By default it is incremental: sources read only new or changed
+    landing files and the per-customer dbt models rebuild only the customers whose lines
+    changed. `full_refresh` reloads every source and rebuilds every model from scratch (after
+    a change to an incremental model's columns, for instance)."""
+
+    full_refresh: bool = False
+
+
 class LandingZone(dg.ConfigurableResource):
     """The folder the sources drop their files into."""
 

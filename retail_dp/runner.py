@@ -50,6 +50,8 @@ class RunReport:
     quarantine: list[tuple[str, str, str, int]] = field(default_factory=list)
     # source -> rows dated after as_of: not loaded this run, rejected by no rule
     deferred: dict[str, int] = field(default_factory=dict)
+    # the newest load of each source: (source, mode, reason, files, rows read, rows changed)
+    loads: list[tuple] = field(default_factory=list)
     failure: str | None = None
 
     @property
@@ -69,9 +71,12 @@ def instance_for(home: Path) -> dg.DagsterInstance:
     return dg.DagsterInstance.from_config(str(home))
 
 
-def _run_config(as_of: datetime, log_level: str = "INFO") -> dict:
+def _run_config(as_of: datetime, log_level: str = "INFO", full_refresh: bool = False) -> dict:
     return {
-        "resources": {"reference_time": {"config": {"as_of": as_of.isoformat()}}},
+        "resources": {
+            "reference_time": {"config": {"as_of": as_of.isoformat()}},
+            "refresh_mode": {"config": {"full_refresh": full_refresh}},
+        },
         # progress on the console; every event stays in the instance for the UI
         "loggers": {"console": {"config": {"log_level": log_level}}},
     }
@@ -110,8 +115,10 @@ def run_refresh(
     as_of: datetime | None = None,
     instance: dg.DagsterInstance | None = None,
     selection: list[str] | None = None,
+    full_refresh: bool = False,
 ) -> RunReport:
-    """Run the refresh job (or the assets named in `selection`) and report on it."""
+    """Run the refresh job (or the assets named in `selection`) and report on it; incremental
+    unless `full_refresh`."""
     started = time.perf_counter()
     as_of = as_of or datetime.now(UTC).replace(tzinfo=None, microsecond=0)
     settings.warehouse.parent.mkdir(parents=True, exist_ok=True)
@@ -120,7 +127,7 @@ def run_refresh(
     instance = instance or instance_for(settings.dagster_home)
     result = job.execute_in_process(
         instance=instance,
-        run_config=_run_config(as_of),
+        run_config=_run_config(as_of, full_refresh=full_refresh),
         raise_on_error=False,
         asset_selection=[dg.AssetKey.from_user_string(k) for k in selection] if selection else None,
         tags={"retail_dp/as_of": as_of.isoformat(sep=" ")},
@@ -193,6 +200,13 @@ def _read_warehouse(report: RunReport) -> None:
                 "SELECT source, reason, field, count(*) FROM sources.quarantine "
                 "GROUP BY ALL ORDER BY 1, 2, 3"
             ).fetchall()
+        if ("sources", "loads") in tables:
+            # this run's loads: the newest one per source
+            report.loads = con.execute(
+                "SELECT source, mode, reason, files_loaded, rows_read, keys_changed "
+                "FROM sources.loads QUALIFY row_number() OVER (PARTITION BY source "
+                "ORDER BY load_id DESC) = 1 ORDER BY source"
+            ).fetchall()
         if ("sources", "landing_audit") in tables:
             report.deferred = dict(
                 con.execute(
@@ -215,6 +229,12 @@ def format_report(report: RunReport) -> str:
             "  steps: "
             + ", ".join(f"{k} {v:.1f} s" for k, v in sorted(report.step_seconds.items()))
         )
+    if report.loads:
+        lines.append("\nLoads (only new or changed landing files are read):")
+        lines += [
+            f"  {s:<14} {m:<9} {f:>5} file(s) {r:>12,} rows read {k:>10,} rows changed  ({why})"
+            for s, m, why, f, r, k in report.loads
+        ]
     lines.append(f"\nAssets materialized: {len(report.materialized)}")
     lines += [f"  {a}" for a in report.materialized]
     lines.append("\nRows per table:")

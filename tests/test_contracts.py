@@ -91,7 +91,10 @@ def test_pandera_agrees_with_the_compiled_sql(loaded):
     """The same schema in pandera accepts the accepted rows and rejects the range breakers."""
     con, _, _ = loaded
     for source in SOURCES:
-        accepted = con.execute(f"SELECT * FROM sources.{source} USING SAMPLE 300 ROWS").df()
+        columns = ", ".join(CONTRACTS[source].columns)  # the lineage columns are not contract
+        accepted = con.execute(
+            f"SELECT {columns} FROM sources.{source} USING SAMPLE 300 ROWS"
+        ).df()
         for name, column in CONTRACTS[source].columns.items():
             if str(column.dtype) == "date":  # DuckDB hands dates to pandas as datetimes
                 accepted[name] = accepted[name].dt.date

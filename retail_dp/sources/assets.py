@@ -6,7 +6,7 @@ import dagster as dg
 import pandera.pandas as pa
 
 from retail_dp.descriptors import Catalog, DataProduct, LandingInput, SloCategory
-from retail_dp.resources import LandingZone, ReferenceTime, Warehouse
+from retail_dp.resources import LandingZone, ReferenceTime, RefreshMode, Warehouse
 from retail_dp.sources.contracts import build_contracts, upstream_sources
 from retail_dp.sources.ingest import LoadResult, load_source, table
 from retail_dp.sources.profile import profile_markdown, profile_table
@@ -48,6 +48,7 @@ def build_source_asset(product: DataProduct, contract: pa.DataFrameSchema) -> dg
         warehouse: Warehouse,
         landing_zone: LandingZone,
         reference_time: ReferenceTime,
+        refresh_mode: RefreshMode,
     ) -> dg.MaterializeResult:
         as_of = reference_time.resolve(context)
         with warehouse.get_connection() as con:
@@ -59,6 +60,7 @@ def build_source_asset(product: DataProduct, contract: pa.DataFrameSchema) -> dg
                 as_of,
                 context.run_id,
                 freshness_column=product.slos[SloCategory.freshness].column,
+                full_refresh=refresh_mode.full_refresh,
             )
             profile = profile_table(con, table(contract.name), result.columns)
         if not result.reconciles:
@@ -68,14 +70,22 @@ def build_source_asset(product: DataProduct, contract: pa.DataFrameSchema) -> dg
                 f"{result.rows_deferred}"
             )
         context.log.info(
-            f"{contract.name}: read {result.rows_read}, accepted {result.rows_accepted}, "
-            f"quarantined {result.rows_quarantined} {result.quarantined_by_reason}, "
-            f"deferred {result.rows_deferred} (dated after as_of)"
+            f"{contract.name}: {result.mode} load ({result.reason}): read {result.rows_loaded} "
+            f"rows from {len(result.files_loaded)} file(s), {result.keys_changed} accepted "
+            f"rows added or removed; now accepted {result.rows_accepted}, quarantined "
+            f"{result.rows_quarantined} {result.quarantined_by_reason}, deferred "
+            f"{result.rows_deferred} (dated after as_of)"
         )
         return dg.MaterializeResult(
             metadata={
                 "as_of": as_of.isoformat(sep=" "),
                 "files": result.files,
+                "load_mode": result.mode,
+                "load_reason": result.reason,
+                "files_loaded": result.files_loaded,
+                "files_retracted": result.files_retracted,
+                "rows_loaded": result.rows_loaded,
+                "rows_changed": result.keys_changed,
                 "landing_fingerprint": result.audit.fingerprint,
                 "rows_read": result.rows_read,
                 "rows_accepted": result.rows_accepted,

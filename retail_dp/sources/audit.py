@@ -95,8 +95,10 @@ def audit_judgement(
     as_of: datetime,
     freshness_column: str | None,
     run_id: str | None,
+    relation: str = "_checked",
 ) -> LandingAudit:
-    """Summarise the temp tables `_raw` and `_checked` that `ingest.judge` left behind."""
+    """Summarise the verdicts in `relation`: the temp table `_checked` that `ingest.judge`
+    left behind, or the view of everything loaded (`_state`) after a load."""
     key = schema.metadata["key"]
     required = [name for name, column in schema.columns.items() if not column.nullable]
     null_counts = ", ".join(f"count(*) FILTER (WHERE c.{ident(n)} IS NULL)" for n in required)
@@ -104,13 +106,14 @@ def audit_judgement(
         zip(
             required,
             con.execute(
-                f"SELECT {null_counts} FROM _checked c WHERE c._reason IS DISTINCT FROM 'deferred'"
+                f"SELECT {null_counts} FROM {relation} c "
+                "WHERE c._reason IS DISTINCT FROM 'deferred'"
             ).fetchall()[0],
             strict=False,
         )
     )
     verdicts = con.execute(
-        "SELECT _reason, _field, count(*) FROM _checked WHERE _reason IS NOT NULL "
+        f"SELECT _reason, _field, count(*) FROM {relation} WHERE _reason IS NOT NULL "
         "GROUP BY ALL ORDER BY ALL"
     ).fetchall()
     deferred = sum(n for reason, _, n in verdicts if reason == "deferred")
@@ -129,7 +132,7 @@ def audit_judgement(
         *(sql for _, sql in warning_sql),
     ]
     accepted, key_nulls, key_dups, newest, *warned = con.execute(
-        f"SELECT {', '.join(accepted_sql)} FROM _checked WHERE _reason IS NULL"
+        f"SELECT {', '.join(accepted_sql)} FROM {relation} WHERE _reason IS NULL"
     ).fetchall()[0]
     if not freshness_column:
         newest_ts = max(p.stat().st_mtime for p in files.all)

@@ -1,13 +1,18 @@
 """Load one source's landing files into the warehouse with DuckDB's own readers.
 
-Every row read ends up in exactly one place: the accepted table `sources.<name>` or
-`sources.quarantine` with its reason. The swap happens in one transaction, so a failed load
-leaves the previous accepted table and its quarantine rows as they were.
+Every row read ends up in exactly one place: the accepted table `sources.<name>`,
+`sources.quarantine` with its reason, or `sources.deferred` when it is dated after as_of. A
+load reads only new or changed files (sources/registry.py); the rows loaded before that might
+now be judged differently (quarantined, deferred, or referencing a changed upstream row) are
+judged again with them. The writes happen in one transaction, so a failed load leaves the
+previous accepted table, quarantine and deferred rows as they were.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -16,12 +21,20 @@ import duckdb
 import pandera.pandas as pa
 
 from retail_dp.sources.audit import LandingAudit, audit_judgement, save_audit
-from retail_dp.sources.contracts import country_spellings
+from retail_dp.sources.contracts import country_spellings, upstream_sources
 from retail_dp.sources.landing import (
     LandingFiles,
     check_file_columns,
     find_landing_files,
-    reader_sql,
+    relation,
+)
+from retail_dp.sources.registry import (
+    CHANGES,
+    Plan,
+    ensure_registry,
+    plan_load,
+    record_load,
+    suppressed_rows,
 )
 from retail_dp.sources.rules import (
     Rule,
@@ -47,6 +60,17 @@ CREATE TABLE IF NOT EXISTS {QUARANTINE} (
     as_of TIMESTAMP NOT NULL,
     run_id VARCHAR,
     quarantined_at TIMESTAMP NOT NULL
+)"""
+# rows dated after the as_of they were read at: judged again by every later load
+DEFERRED = f"{SCHEMA}.deferred"
+DEFERRED_DDL = f"""
+CREATE TABLE IF NOT EXISTS {DEFERRED} (
+    source VARCHAR NOT NULL,
+    source_file VARCHAR NOT NULL,
+    source_row BIGINT NOT NULL,
+    record JSON NOT NULL,
+    as_of TIMESTAMP NOT NULL,
+    run_id VARCHAR
 )"""
 
 
@@ -76,16 +100,16 @@ def add_to_suppression_list(data_dir: Path, customer_id: str) -> str:
     return digest
 
 
-def _suppress(con: duckdb.DuckDBPyConnection, schema: pa.DataFrameSchema, digests) -> int:
-    """Drop the rows of erased customers from `_raw`; returns how many."""
+def _suppress(con: duckdb.DuckDBPyConnection, schema: pa.DataFrameSchema, digests):
+    """Drop the rows of erased customers from `_raw`; returns how many, per file."""
     if not digests or SUPPRESSED_COLUMN not in schema.columns:
-        return 0
+        return Counter()
     column = f"trim(CAST({ident(SUPPRESSED_COLUMN)} AS VARCHAR))"
     dropped = con.execute(
-        f"DELETE FROM _raw WHERE sha256({column}) IN (SELECT unnest($digests))",
+        f"DELETE FROM _raw WHERE sha256({column}) IN (SELECT unnest($digests)) RETURNING _file",
         {"digests": list(digests)},
     )
-    return dropped.fetchall()[0][0]
+    return Counter(row[0] for row in dropped.fetchall())
 
 
 @dataclass
@@ -99,6 +123,14 @@ class LoadResult:
     quarantined_by_reason: dict[str, int] = field(default_factory=dict)
     columns: dict[str, str] = field(default_factory=dict)
     audit: LandingAudit | None = None
+    # what this load did: full or increment (and why), the files it read or took back, the
+    # rows it read from them and the accepted rows it added or removed
+    mode: str = "full"
+    reason: str = ""
+    files_loaded: list[str] = field(default_factory=list)
+    files_retracted: list[str] = field(default_factory=list)
+    rows_loaded: int = 0
+    keys_changed: int = 0
 
     @property
     def reconciles(self) -> bool:
@@ -112,6 +144,8 @@ def table(source: str) -> str:
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
     con.execute(QUARANTINE_DDL)
+    con.execute(DEFERRED_DDL)
+    ensure_registry(con)
 
 
 def _cross_table_rules(
@@ -181,22 +215,58 @@ def _country_table(con: duckdb.DuckDBPyConnection) -> None:
     con.executemany("INSERT INTO _countries VALUES (?, ?)", list(spellings.items()))
 
 
-def judge(
-    con: duckdb.DuckDBPyConnection,
-    schema: pa.DataFrameSchema,
-    files: LandingFiles,
-    as_of: datetime,
-    suppressed: list[str] | None = None,
-) -> int:
-    """Read the landing files into temp tables `_raw` (as read) and `_checked` (typed, with each
-    row's verdict: `_reason`, `_field`, `_detail`, NULL when accepted, `deferred` for a row
-    dated after as_of). Returns rows read.
+def _raw_table(con: duckdb.DuckDBPyConnection, columns: list[str]) -> None:
+    """`_raw`: one row per row to judge, as text, with the file and its row within that file."""
+    text = ", ".join(f"{ident(c)} VARCHAR" for c in columns)
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE _raw (_row BIGINT, _file VARCHAR, _line BIGINT, {text})"
+    )
 
-    Writes nothing but temp tables: the quality checks use it to audit a landing zone that has
-    not been loaded."""
-    utc_session(con)
+
+def _append_raw(con: duckdb.DuckDBPyConnection, columns: list[str], select: str, params) -> None:
+    """Add rows to `_raw`; `select` yields `_file`, `_line` and the columns as text, and may
+    read `n`, the row's number in the select, when it needs one."""
+    offset = con.execute("SELECT coalesce(max(_row), 0) FROM _raw").fetchall()[0][0]
+    names = ", ".join(ident(c) for c in columns)
+    con.execute(
+        f"INSERT INTO _raw (_row, _file, _line, {names}) "
+        f"SELECT {int(offset)} + row_number() OVER (), _file, _line, {names} FROM ({select})",
+        params,
+    )
+
+
+def _read_files(con: duckdb.DuckDBPyConnection, columns: list[str], paths) -> None:
+    """Each landing file's rows, every contract column as text (bound paths, one file at a
+    time so each row knows its row number within its file)."""
+    as_text = ", ".join(f"CAST({ident(c)} AS VARCHAR) AS {ident(c)}" for c in columns)
+    for path in paths:
+        _append_raw(
+            con,
+            columns,
+            f"SELECT ? AS _file, row_number() OVER () AS _line, {as_text} FROM {relation(path)}",
+            [str(path), str(path)],
+        )
+
+
+def _read_records(con, columns: list[str], table_name: str, source: str, files: list[str]):
+    """The stored original rows (quarantined or deferred) of `source` from `files`."""
+    fields = ", ".join(
+        f"json_extract_string(record, {literal('$.' + json.dumps(c))}) AS {ident(c)}"
+        for c in columns
+    )
+    _append_raw(
+        con,
+        columns,
+        f"SELECT source_file AS _file, source_row AS _line, {fields} FROM {table_name} "
+        "WHERE source = ? AND list_contains(?, source_file)",
+        [source, files],
+    )
+
+
+def _verdicts(con: duckdb.DuckDBPyConnection, schema: pa.DataFrameSchema, as_of: datetime):
+    """`_checked`: `_raw` typed, with each row's verdict: `_reason`, `_field`, `_detail`, NULL
+    when accepted, `deferred` for a row dated after as_of. Duplicates are decided later."""
     columns = list(schema.columns)
-    key, newest_by = schema.metadata["key"], schema.metadata["newest_by"]
     parsed = _typed_columns(con, schema)
     # the rules read each parsed value once, from the inner select's `_t_<column>`
     typed = {c: f"r.{ident('_t_' + c)}" for c in columns}
@@ -206,36 +276,52 @@ def judge(
         f"coalesce({typed[c]} > $as_of, FALSE)" for c in schema.metadata.get("defer_after_as_of")
     )
     deferral = [Rule("deferred", "", deferred, "NULL")] if deferred else []
-    verdicts = [*deferral, *rules, _duplicate_rule(key, newest_by)]
-    read, params = reader_sql(files, columns)
-    con.execute(
-        "CREATE OR REPLACE TEMP TABLE _raw AS "
-        f"SELECT row_number() OVER () AS _row, * FROM ({read})",
-        params,
-    )
-    con.execute(
-        "CREATE OR REPLACE TEMP TABLE _suppressed AS SELECT ? AS n",
-        [_suppress(con, schema, suppressed)],
-    )
-    rows_read = con.execute("SELECT count(*) FROM _raw").fetchall()[0][0]
+    verdicts = [*deferral, *rules, _duplicate_rule(schema)]
     inner = ", ".join(f"{parsed[c]} AS {ident('_t_' + c)}" for c in columns)
     first = "CASE " + " ".join(f"WHEN {r.condition} THEN {i}" for i, r in enumerate(verdicts[:-1]))
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE _checked AS
-        SELECT r._row, r._file, {", ".join(f"{typed[c]} AS {ident(c)}" for c in columns)},
+        SELECT r._row, r._file, r._line,
+            {", ".join(f"{typed[c]} AS {ident(c)}" for c in columns)},
             {first} END AS _rule,
             {_by_rule(verdicts, "reason")} AS _reason,
             {_by_rule(verdicts, "field")} AS _field,
             {_by_rule(verdicts, "detail")} AS _detail,
-            {ceiling_warned} AS _ceiling_warned
+            {ceiling_warned} AS _ceiling_warned,
+            FALSE AS _existing
         FROM (SELECT r.*, {inner} FROM _raw r) r {" ".join(joins)}""",
         {"as_of": as_of} if deferred else None,
     )
-    _mark_duplicates(con, key, newest_by, len(verdicts) - 1)
-    return rows_read
+    return len(verdicts) - 1
 
 
-def _duplicate_rule(key: str, newest_by: str) -> Rule:
+def judge(
+    con: duckdb.DuckDBPyConnection,
+    schema: pa.DataFrameSchema,
+    files: LandingFiles,
+    as_of: datetime,
+    suppressed: list[str] | None = None,
+) -> int:
+    """Judge every row of the landing files as a full load would, into the temp tables `_raw`
+    (as read) and `_checked` (typed, with each row's verdict). Returns rows read.
+
+    Writes nothing but temp tables: the quality checks use it to audit a landing zone that has
+    not been loaded."""
+    utc_session(con)
+    columns = list(schema.columns)
+    _raw_table(con, columns)
+    _read_files(con, columns, files.all)
+    dropped = _suppress(con, schema, suppressed)
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE _suppressed AS SELECT ? AS n", [sum(dropped.values())]
+    )
+    duplicate = _verdicts(con, schema, as_of)
+    _mark_duplicates(con, schema, duplicate)
+    return con.execute("SELECT count(*) FROM _raw").fetchall()[0][0]
+
+
+def _duplicate_rule(schema: pa.DataFrameSchema) -> Rule:
+    key, newest_by = schema.metadata["key"], schema.metadata["newest_by"]
     return Rule(
         "duplicate_key",
         key,
@@ -258,10 +344,13 @@ def _by_rule(verdicts: list[Rule], what: str) -> str:
     )
 
 
-def _mark_duplicates(con: duckdb.DuckDBPyConnection, key: str, newest_by: str, rule: int) -> None:
+def _mark_duplicates(con: duckdb.DuckDBPyConnection, schema: pa.DataFrameSchema, rule: int):
     """Of accepted rows sharing a key, keep the newest by `newest_by` (then the later file and
-    row). Only the keys that repeat are ranked: a sort of every row would cost far more."""
-    dup = _duplicate_rule(key, newest_by)
+    the later row in it). Only the keys that repeat are ranked: a sort of every row would cost
+    far more. An increment's rows compete with the accepted rows of their keys, which
+    `_add_competitors` put in `_checked` beforehand."""
+    key, newest_by = schema.metadata["key"], schema.metadata["newest_by"]
+    dup = _duplicate_rule(schema)
     detail = dup.detail.replace(ident(key), f"c.{ident(key)}")
     con.execute(
         f"""UPDATE _checked c SET _rule = {rule}, _reason = {literal(dup.reason)},
@@ -269,7 +358,7 @@ def _mark_duplicates(con: duckdb.DuckDBPyConnection, key: str, newest_by: str, r
         FROM (
             SELECT _row, row_number() OVER (
                 PARTITION BY {ident(key)}
-                ORDER BY {ident(newest_by)} DESC, _file DESC, _row DESC
+                ORDER BY {ident(newest_by)} DESC, _file DESC, _line DESC
             ) AS _rank
             FROM _checked
             WHERE _rule IS NULL AND {ident(key)} IN (
@@ -282,9 +371,49 @@ def _mark_duplicates(con: duckdb.DuckDBPyConnection, key: str, newest_by: str, r
 
 
 def drop_judgement(con: duckdb.DuckDBPyConnection) -> None:
-    con.execute("DROP TABLE IF EXISTS _raw")
-    con.execute("DROP TABLE IF EXISTS _checked")
-    con.execute("DROP TABLE IF EXISTS _suppressed")
+    for name in ("_raw", "_checked", "_suppressed", "_taken"):
+        con.execute(f"DROP TABLE IF EXISTS {name}")
+    con.execute("DROP VIEW IF EXISTS _state")
+
+
+def _customer_column(schema: pa.DataFrameSchema) -> str:
+    """SQL for the customer a row belongs to (what the models downstream refresh by)."""
+    return ident(SUPPRESSED_COLUMN) if SUPPRESSED_COLUMN in schema.columns else "NULL"
+
+
+def _take_back(con: duckdb.DuckDBPyConnection, schema: pa.DataFrameSchema, plan: Plan) -> None:
+    """`_taken`: the accepted rows an increment removes before judging: those of retracted
+    files, and those whose upstream row (a referenced customer or product) was removed or
+    changed since this source's last load, which are judged again with the new rows."""
+    accepted = table(schema.name)
+    looked_up = [
+        f"{ident(column)} IN (SELECT key FROM {CHANGES} WHERE source = {literal(src)} "
+        f"AND change = 'removed' AND load_id > {int(plan.since_load)})"
+        for column, (src, _) in schema.metadata.get("references", {}).items()
+    ]
+    condition = " OR ".join(["list_contains($gone, _source_file)", *looked_up])
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE _taken AS SELECT * FROM {accepted} WHERE {condition}",
+        {"gone": plan.gone},
+    )
+
+
+def _add_competitors(con: duckdb.DuckDBPyConnection, schema: pa.DataFrameSchema) -> None:
+    """Put the accepted rows that share a key with an accepted new row into `_checked`, so
+    the newest row of each key wins whichever load brought it."""
+    key = ident(schema.metadata["key"])
+    names = ", ".join(ident(c) for c in schema.columns)
+    con.execute(
+        f"""INSERT INTO _checked (_row, _file, _line, {names}, _existing)
+        SELECT -row_number() OVER (), a._source_file, a._source_row,
+            {", ".join(f"a.{ident(c)}" for c in schema.columns)}, TRUE
+        FROM {table(schema.name)} a
+        WHERE a.{key} IN (SELECT {key} FROM _checked WHERE _rule IS NULL)
+        AND NOT EXISTS (
+            SELECT 1 FROM _taken t
+            WHERE t._source_file = a._source_file AND t._source_row = a._source_row
+        )"""
+    )
 
 
 def load_source(
@@ -295,38 +424,52 @@ def load_source(
     as_of: datetime,
     run_id: str | None = None,
     freshness_column: str | None = None,
+    full_refresh: bool = False,
 ) -> LoadResult:
     """Validate and load one source; returns the reconciliation figures.
 
-    The accepted table, the source's quarantine rows and its landing audit (the figures the
-    quality checks measure) are replaced in one transaction."""
+    Only new or changed landing files are read (sources/registry.py says when a load is full
+    instead). The accepted table, the source's quarantined and deferred rows, its landing audit
+    (the figures the quality checks measure) and the registry change in one transaction."""
     source = schema.name
     files = find_landing_files(data_dir, location, source)
-    for path in files.all:
-        check_file_columns(con, path, schema)
     ensure_schema(con)
+    utc_session(con)
+    suppressed = read_suppression_list(data_dir)
+    plan = plan_load(
+        con, schema, files.all, upstream_sources(schema), as_of, suppressed, full_refresh
+    )
+    for f in plan.new:
+        check_file_columns(con, Path(f.path), schema)
     columns = list(schema.columns)
-    raw_cols = ", ".join(f"r.{ident(c)}" for c in columns)
     try:
-        rows_read = judge(con, schema, files, as_of, read_suppression_list(data_dir))
-        audit = audit_judgement(con, schema, files, rows_read, as_of, freshness_column, run_id)
-        audit.rows_suppressed = con.execute("SELECT n FROM _suppressed").fetchall()[0][0]
-        select_cols = ", ".join(ident(c) for c in columns)
+        _raw_table(con, columns)
+        _read_files(con, columns, [Path(f.path) for f in plan.new])
+        if not plan.full:
+            # rows loaded before whose verdict may change: quarantined (an orphan's customer
+            # may have arrived), deferred (as_of may have passed them), taken back (above)
+            for stored in (QUARANTINE, DEFERRED):
+                _read_records(con, columns, stored, source, plan.retained)
+            _take_back(con, schema, plan)
+            as_text = ", ".join(f"CAST({ident(c)} AS VARCHAR) AS {ident(c)}" for c in columns)
+            _append_raw(
+                con,
+                columns,
+                f"SELECT _source_file AS _file, _source_row AS _line, {as_text} FROM _taken "
+                "WHERE list_contains(?, _source_file)",
+                [plan.retained],
+            )
+        dropped = _suppress(con, schema, suppressed)
+        duplicate = _verdicts(con, schema, as_of)
+        if not plan.full:
+            _add_competitors(con, schema)
+        _mark_duplicates(con, schema, duplicate)
+        per_file = _per_file(con, plan, dropped)
         con.execute("BEGIN TRANSACTION")
         try:
-            con.execute(
-                f"CREATE OR REPLACE TABLE {table(source)} AS SELECT {select_cols} "
-                "FROM _checked WHERE _reason IS NULL"
-            )
-            con.execute(f"DELETE FROM {QUARANTINE} WHERE source = ?", [source])
-            con.execute(
-                f"""INSERT INTO {QUARANTINE}
-                SELECT ?, c._file, c._row, c._reason, c._field, c._detail,
-                       to_json(struct_pack({raw_cols})), ?, ?, now()::TIMESTAMP
-                FROM _checked c JOIN _raw r USING (_row)
-                WHERE c._reason IS NOT NULL AND c._reason <> 'deferred' ORDER BY c._row""",
-                [source, as_of, run_id],
-            )
+            changed = _apply(con, schema, plan, as_of, run_id)
+            record_load(con, plan, schema, as_of, run_id, suppressed, per_file, changed)
+            audit = _audit_state(con, schema, files, as_of, freshness_column, run_id)
             save_audit(con, audit)
             con.execute("COMMIT")
         except Exception:
@@ -334,10 +477,126 @@ def load_source(
             raise
     finally:
         drop_judgement(con)
-    return _result(con, source, files, columns, schema, rows_read, audit)
+    return _result(con, source, files, columns, schema, audit, plan, per_file, changed)
 
 
-def _result(con, source, files, columns, schema, rows_read: int, audit) -> LoadResult:
+def _per_file(con, plan: Plan, dropped: dict[str, int]) -> dict[str, tuple[int, ...]]:
+    """Per new file: rows read, accepted, quarantined, deferred and suppressed, as judged now."""
+    counts = {
+        row[0]: row[1:]
+        for row in con.execute(
+            """SELECT _file, count(*), count(*) FILTER (WHERE _reason IS NULL),
+                count(*) FILTER (WHERE _reason <> 'deferred'),
+                count(*) FILTER (WHERE _reason = 'deferred')
+            FROM _checked WHERE NOT _existing AND list_contains(?, _file) GROUP BY _file""",
+            [[f.path for f in plan.new]],
+        ).fetchall()
+    }
+    return {f.path: (*counts.get(f.path, (0, 0, 0, 0)), dropped.get(f.path, 0)) for f in plan.new}
+
+
+def _apply(con, schema: pa.DataFrameSchema, plan: Plan, as_of: datetime, run_id) -> int:
+    """Write the verdicts: accepted rows, quarantined rows, deferred rows and the keys that
+    changed. Returns how many keys changed (every accepted key on a full load)."""
+    source = schema.name
+    accepted = table(source)
+    columns = list(schema.columns)
+    names = ", ".join(ident(c) for c in columns)
+    raw_cols = ", ".join(f"r.{ident(c)}" for c in columns)
+    new_rows = "NOT c._existing AND c._reason IS NULL"
+    if plan.full:
+        con.execute(
+            f"CREATE OR REPLACE TABLE {accepted} AS SELECT {names}, _file AS _source_file, "
+            f"_line AS _source_row, CAST(? AS BIGINT) AS _load_id FROM _checked c "
+            f"WHERE {new_rows}",
+            [plan.load_id],
+        )
+        changed = con.execute(f"SELECT count(*) FROM {accepted}").fetchall()[0][0]
+    else:
+        key, customer = ident(schema.metadata["key"]), _customer_column(schema)
+        # what leaves the accepted table: rows taken back and rows a newer row replaced
+        con.execute(
+            f"""CREATE OR REPLACE TEMP TABLE _leaving AS
+            SELECT _source_file AS _file, _source_row AS _line, {names} FROM _taken
+            UNION ALL
+            SELECT _file, _line, {names} FROM _checked WHERE _existing AND _reason IS NOT NULL"""
+        )
+        con.execute(
+            f"""DELETE FROM {accepted} a USING _leaving l
+            WHERE a._source_file = l._file AND a._source_row = l._line"""
+        )
+        con.execute(
+            f"INSERT INTO {accepted} ({names}, _source_file, _source_row, _load_id) "
+            f"SELECT {names}, _file, _line, ? FROM _checked c WHERE {new_rows}",
+            [plan.load_id],
+        )
+        # an update is a removed row and an added one; a row read again unchanged is neither
+        changed = con.execute(
+            f"""INSERT INTO {CHANGES}
+            SELECT ?, ?, CAST({key} AS VARCHAR), CAST({customer} AS VARCHAR), 'removed'
+            FROM (SELECT {names} FROM _leaving EXCEPT ALL
+                  SELECT {names} FROM _checked c WHERE {new_rows})
+            UNION ALL
+            SELECT ?, ?, CAST({key} AS VARCHAR), CAST({customer} AS VARCHAR), 'added'
+            FROM (SELECT {names} FROM _checked c WHERE {new_rows} EXCEPT ALL
+                  SELECT {names} FROM _leaving)""",
+            [plan.load_id, source, plan.load_id, source],
+        ).fetchall()[0][0]
+    con.execute(f"DELETE FROM {QUARANTINE} WHERE source = ?", [source])
+    con.execute(
+        f"""INSERT INTO {QUARANTINE}
+        SELECT ?, c._file, c._line, c._reason, c._field, c._detail,
+               to_json(struct_pack({raw_cols})), ?, ?, now()::TIMESTAMP
+        FROM _checked c JOIN _raw r USING (_row)
+        WHERE c._reason IS NOT NULL AND c._reason <> 'deferred' ORDER BY c._file, c._line""",
+        [source, as_of, run_id],
+    )
+    # accepted rows a newer row replaced keep their typed values as text: their original
+    # text was read by an earlier load
+    as_text = ", ".join(f"{ident(c)} := CAST(c.{ident(c)} AS VARCHAR)" for c in columns)
+    con.execute(
+        f"""INSERT INTO {QUARANTINE}
+        SELECT ?, c._file, c._line, c._reason, c._field, c._detail,
+               to_json(struct_pack({as_text})), ?, ?, now()::TIMESTAMP
+        FROM _checked c WHERE c._existing AND c._reason IS NOT NULL ORDER BY c._file, c._line""",
+        [source, as_of, run_id],
+    )
+    con.execute(f"DELETE FROM {DEFERRED} WHERE source = ?", [source])
+    con.execute(
+        f"""INSERT INTO {DEFERRED}
+        SELECT ?, c._file, c._line, to_json(struct_pack({raw_cols})), ?, ?
+        FROM _checked c JOIN _raw r USING (_row)
+        WHERE c._reason = 'deferred' ORDER BY c._file, c._line""",
+        [source, as_of, run_id],
+    )
+    return changed
+
+
+def _audit_state(con, schema: pa.DataFrameSchema, files, as_of, freshness_column, run_id):
+    """The landing audit of everything loaded now (accepted, quarantined and deferred), as a
+    full load of the same files would measure it."""
+    columns = list(schema.columns)
+    typed = {c: f"r.{ident(c)}" for c in columns}
+    joins, _, warned = _cross_table_rules(schema, typed)
+    names = ", ".join(ident(c) for c in columns)
+    con.execute(
+        f"""CREATE OR REPLACE TEMP VIEW _state AS
+        SELECT {", ".join(typed[c] for c in columns)}, NULL::VARCHAR AS _reason,
+            NULL::VARCHAR AS _field, {warned} AS _ceiling_warned
+        FROM {table(schema.name)} r {" ".join(joins) if warned != "FALSE" else ""}
+        UNION ALL
+        SELECT {names}, _reason, _field, _ceiling_warned FROM _checked
+        WHERE _reason IS NOT NULL"""
+    )
+    rows = con.execute("SELECT count(*) FROM _state").fetchall()[0][0]
+    audit = audit_judgement(
+        con, schema, files, rows, as_of, freshness_column, run_id, relation="_state"
+    )
+    audit.rows_suppressed = suppressed_rows(con, schema.name)
+    return audit
+
+
+def _result(con, source, files, columns, schema, audit, plan, per_file, changed) -> LoadResult:
     accepted = con.execute(f"SELECT count(*) FROM {table(source)}").fetchall()[0][0]
     by_reason = dict(
         con.execute(
@@ -345,15 +604,20 @@ def _result(con, source, files, columns, schema, rows_read: int, audit) -> LoadR
             [source],
         ).fetchall()
     )
-    quarantined = sum(by_reason.values())
     return LoadResult(
-        rows_deferred=audit.rows_deferred,
         source=source,
         files=[str(p) for p in files.all],
-        rows_read=rows_read,
+        rows_read=audit.rows_read,
         rows_accepted=accepted,
-        rows_quarantined=quarantined,
+        rows_quarantined=sum(by_reason.values()),
+        rows_deferred=audit.rows_deferred,
         quarantined_by_reason=by_reason,
         columns={c: duckdb_type(schema.columns[c]) for c in columns},
         audit=audit,
+        mode=plan.mode,
+        reason=plan.reason,
+        files_loaded=[f.path for f in plan.new],
+        files_retracted=plan.gone,
+        rows_loaded=sum(c[0] for c in per_file.values()),
+        keys_changed=changed,
     )

@@ -26,7 +26,7 @@ from dagster_dbt import (
 )
 
 from retail_dp.descriptors import Catalog, SloCategory
-from retail_dp.resources import ReferenceTime, Warehouse
+from retail_dp.resources import ReferenceTime, RefreshMode, Warehouse
 from retail_dp.transform.dbt_tests import test_categories, test_category
 
 # what the quality layer does with a step's dbt test results once dbt has released the
@@ -186,10 +186,13 @@ def _dbt_step(
         dbt: DbtCliResource,
         warehouse: Warehouse,
         reference_time: ReferenceTime,
+        refresh_mode: RefreshMode,
     ):
         dbt_vars, target_path = prepare_dbt_run(warehouse, reference_time.resolve(context), project)
         results: list[dg.AssetCheckResult] = []
-        build = dbt.cli(["build", *dbt_vars], context=context, target_path=target_path)
+        # incremental models rebuild only the customers whose lines changed, unless asked
+        full = ["--full-refresh"] if refresh_mode.full_refresh else []
+        build = dbt.cli(["build", *dbt_vars, *full], context=context, target_path=target_path)
         for event in build.stream():
             if isinstance(event, dg.AssetCheckResult):
                 event = _with_category(event, categories)

@@ -12,38 +12,39 @@ orders as (
 
 ),
 
-lines as (
+history as (
 
-    select * from {{ ref('fct_purchase') }}
+    select * from {{ ref('int_customer_history') }}
+
+),
+
+last_365d as (
+
+    -- the one as_of-relative aggregate: orders of the last 365 days only
+    select
+        customer_id,
+        count(*) as orders_365d,
+        {{ exact_sum('order_amount') }} as spend_365d
+    from orders
+    where ordered_at > {{ dbt.dateadd('day', -365, as_of()) }}
+    group by customer_id
 
 ),
 
 order_stats as (
 
     select
-        customer_id,
-        count(*) as lifetime_orders,
-        sum(case when ordered_at > {{ dbt.dateadd('day', -365, as_of()) }} then 1 else 0 end)
-            as orders_365d,
-        {{ exact_sum('order_amount') }} as total_spend,
-        {{ exact_sum(
-            "case when ordered_at > " ~ dbt.dateadd('day', -365, as_of())
-            ~ " then order_amount else 0 end"
-        ) }} as spend_365d,
-        min(ordered_at) as first_purchase_at,
-        max(ordered_at) as last_purchase_at
-    from orders
-    group by customer_id
-
-),
-
-category_stats as (
-
-    select
-        customer_id,
-        count(distinct category) as categories_purchased
-    from lines
-    group by customer_id
+        history.customer_id,
+        history.lifetime_orders,
+        coalesce(last_365d.orders_365d, 0) as orders_365d,
+        history.total_spend,
+        coalesce(last_365d.spend_365d, 0) as spend_365d,
+        history.first_purchase_at,
+        history.last_purchase_at,
+        history.categories_purchased
+    from history
+    left join last_365d
+        on history.customer_id = last_365d.customer_id
 
 ),
 
@@ -56,7 +57,7 @@ final as (
         -- counts
         coalesce(order_stats.lifetime_orders, 0) as lifetime_orders,
         coalesce(order_stats.orders_365d, 0) as orders_365d,
-        coalesce(category_stats.categories_purchased, 0) as categories_purchased,
+        coalesce(order_stats.categories_purchased, 0) as categories_purchased,
 
         -- money
         coalesce(order_stats.total_spend, 0) as total_spend,
@@ -79,8 +80,6 @@ final as (
     from customers
     left join order_stats
         on customers.customer_id = order_stats.customer_id
-    left join category_stats
-        on customers.customer_id = category_stats.customer_id
 
 )
 

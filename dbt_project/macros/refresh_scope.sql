@@ -1,0 +1,57 @@
+{#-
+  Daily increments. Ingestion records in sources.changes the purchase lines and products whose
+  accepted row a load added or removed (retail_dp/sources/registry.py). The per-customer models
+  (fct_purchase, int_orders, int_customer_history) are incremental: each run deletes and
+  rebuilds only the customers those changes touched (int_touched_customers), or everyone when
+  int_refresh_scope says so. A run that builds everything without an error or failed test moves
+  reference.refresh_watermark to the last load it consumed; a failed run leaves it, so the next
+  run refreshes those customers again. Rebuilding a customer twice gives the same rows.
+-#}
+
+{#- TRUE for a row of a customer this run refreshes; `column` names the customer. -#}
+{% macro in_refresh_scope(column='customer_id') -%}
+    ((select all_customers from {{ ref('int_refresh_scope') }})
+     or {{ column }} in (select customer_id from {{ ref('int_touched_customers') }}))
+{%- endmacro %}
+
+{#- The pre-hook of a per-customer incremental model: drop the rows it is about to rebuild. -#}
+{% macro delete_refreshed_customers() -%}
+    {%- if is_incremental() -%}
+        delete from {{ this }} where {{ in_refresh_scope() }}
+    {%- else -%}
+        select 1
+    {%- endif -%}
+{%- endmacro %}
+
+{#- The load the incremental models are caught up to, or NULL before their first build. -#}
+{% macro refresh_watermark() -%}
+    {%- set relation = adapter.get_relation(
+        database=target.database, schema='reference', identifier='refresh_watermark') -%}
+    {%- if relation is not none -%}
+        (select max(through_load_id) from {{ relation }})
+    {%- else -%}
+        cast(null as bigint)
+    {%- endif -%}
+{%- endmacro %}
+
+{#- on-run-end: move the watermark when this run refreshed the models and nothing failed. -#}
+{% macro advance_refresh_watermark(results) -%}
+    {%- set scoped = [] -%}
+    {%- set failed = [] -%}
+    {%- for result in results -%}
+        {%- if result.node.name == 'int_refresh_scope' and result.status == 'success' -%}
+            {%- do scoped.append(result) -%}
+        {%- endif -%}
+        {%- if result.status in ('error', 'fail', 'skipped', 'runtime error') -%}
+            {%- do failed.append(result) -%}
+        {%- endif -%}
+    {%- endfor -%}
+    {%- if execute and scoped and not failed -%}
+        create schema if not exists reference;
+        create or replace table reference.refresh_watermark as
+        select through_load_id, current_timestamp as advanced_at
+        from {{ scoped[0].node.relation_name }}
+    {%- else -%}
+        select 1
+    {%- endif -%}
+{%- endmacro %}
