@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from scipy.stats import rankdata
 
-from retail_dp.analytics import backtest, cross_sell
+from retail_dp.analytics import backtest, clv, cross_sell
 from retail_dp.cli import main
 
 T = datetime(2026, 4, 1)
@@ -120,6 +120,30 @@ def test_the_scores_are_calibrated_on_a_held_out_snapshot_and_rank_as_before(rep
         before.mean(), abs=1e-4
     )
     assert [d["decile"] for d in opportunity["calibration_before"]] == list(range(1, 11))
+
+
+def test_the_spend_model_is_chosen_after_a_cutoff_and_is_the_one_published(report):
+    figures, _, con = report
+    spend = figures["clv"]["spend_model"]
+    errors = spend["holdout_error"]
+    assert spend["holdout_customers"] > 100 and 90 <= spend["holdout_days"] <= 365
+    assert errors[spend["chosen"]] == min(errors.values())
+    rfm = con.execute(
+        "SELECT frequency, round(monetary_value, 6) AS m, round(total_spend, 6) AS spend, "
+        "expected_avg_order_value FROM intermediate.int_customer_rfm "
+        "JOIN marts.customer_lifetime_value USING (customer_id) ORDER BY customer_id"
+    ).df()
+    x, m = rfm["frequency"].to_numpy(float), rfm["m"].to_numpy(float)
+    pooled = clv.pooled_order_value(rfm["spend"].to_numpy(float), x)
+    prior = pooled if spend["chosen"] == "pooled_shrinkage" else None
+    chosen = clv.fit_gamma_gamma(x, m, pooled, prior_mean=prior)
+    expected = clv.expected_transaction_value(chosen, x, m)
+    np.testing.assert_allclose(rfm["expected_avg_order_value"], expected, atol=2e-6)
+    # with the cutoff at as_of, the holdout's summary is the fit's own (int_customer_rfm)
+    whole = con.execute(clv.SPEND_HOLDOUT_SQL, {"cutoff": T.date()}).df()
+    np.testing.assert_array_equal(whole["frequency"], rfm["frequency"])
+    np.testing.assert_allclose(whole["total_spend"].astype(float), rfm["spend"], atol=1e-6)
+    assert (whole["holdout_days"] == 0).all()
 
 
 def built_by_hand() -> backtest.Built:

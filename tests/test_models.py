@@ -276,6 +276,65 @@ def test_no_repeat_buyer_at_all_is_a_degenerate_fit_with_a_fallback():
     assert all(np.isfinite(row[k]) for k in ("r", "alpha", "a", "b"))
 
 
+def spend_frame(first: float, repeat: float, later: float, seed: int = 0) -> pd.DataFrame:
+    """spend_holdout's frame for 2,000 customers: each one's first purchase day is worth
+    about `first`, earlier repeat days about `repeat`; 5% are repeat buyers (2-5 days), and a
+    fifth buy once or twice after the cutoff, each day worth about `later`."""
+    rng = np.random.default_rng(seed)
+    n = 2000
+    x = np.where(rng.random(n) < 0.05, rng.integers(1, 5, n), 0).astype(float)
+    m = np.where(x > 0, rng.gamma(20.0, repeat / 20.0, n), np.nan)
+    firsts = rng.gamma(20.0, first / 20.0, n)
+    days = np.where(rng.random(n) < 0.2, rng.integers(1, 3, n), 0)
+    return pd.DataFrame(
+        {
+            "customer_id": [f"c{i:05d}" for i in range(n)],
+            "frequency": x,
+            "monetary_value": m,
+            "total_spend": firsts + np.nan_to_num(m) * x,
+            "holdout_days": days,
+            "holdout_spend": days * rng.gamma(20.0, later / 20.0, n),
+        }
+    )
+
+
+def test_shrinking_towards_the_pooled_order_value():
+    """pooled_shrinkage keeps Gamma-Gamma's weight p x / (p x + q - 1) on the customer's own
+    mean and replaces its population mean by the pooled one: a one-time buyer gets it."""
+    x = np.array([0.0, 1.0, 8.0])
+    m = np.array([np.nan, 120.0, 120.0])
+    own = clv.GammaGamma(3.0, 4.0, 60.0)
+    shrunk = clv.GammaGamma(3.0, 4.0, 60.0, prior_mean=90.0)
+    assert clv.expected_transaction_value(own, x, m)[0] == pytest.approx(3.0 * 60.0 / 3.0)
+    value = clv.expected_transaction_value(shrunk, x, m)
+    weight = 3.0 * x / (3.0 * x + 3.0)
+    np.testing.assert_allclose(value, weight * np.nan_to_num(m) + (1 - weight) * 90.0)
+
+
+def test_the_spend_model_is_chosen_by_its_error_after_the_cutoff():
+    # order values do not depend on the customer, but the few repeat buyers' earlier days ran
+    # high: Gamma-Gamma's population mean (from them) misses, the pooled one does not
+    pooled_right = clv.choose_spend_model(spend_frame(100.0, 160.0, 100.0), 180)
+    assert pooled_right.chosen == "pooled_shrinkage"
+    errors = pooled_right.holdout_error
+    assert errors["pooled_shrinkage"] < errors["gamma_gamma"] / 3
+    assert pooled_right.holdout_customers > 300 and pooled_right.holdout_days == 180
+    # first purchases are cheap and later ones are like the repeat buyers': Gamma-Gamma,
+    # which learns from repeat purchases only, is right
+    model_right = clv.choose_spend_model(spend_frame(40.0, 100.0, 100.0), 180)
+    assert model_right.chosen == "gamma_gamma"
+    assert model_right.holdout_error["gamma_gamma"] < model_right.holdout_error["pooled_shrinkage"]
+    # nothing after the cutoff: nothing to compare, the paper's model
+    quiet = spend_frame(100.0, 100.0, 100.0).assign(holdout_days=0, holdout_spend=0.0)
+    assert clv.choose_spend_model(quiet, 0).chosen == "gamma_gamma"
+    # too few repeat buyers for Gamma-Gamma at the cutoff: both are the pooled mean, a tie
+    few = spend_frame(100.0, 100.0, 100.0)
+    few.loc[few.index[10:], ["frequency", "monetary_value"]] = [0.0, np.nan]
+    tie = clv.choose_spend_model(few, 180)
+    assert tie.holdout_error["gamma_gamma"] == tie.holdout_error["pooled_shrinkage"]
+    assert tie.chosen == "pooled_shrinkage"
+
+
 def test_an_empty_fit_fails_instead_of_raising():
     model = clv.fit_bgnbd(np.zeros(0), np.zeros(0), np.zeros(0))
     assert model.report.fit_status == "failed" and not model.report.converged

@@ -73,7 +73,9 @@ def build_clv_assets(product: DataProduct, marts: list[Mart]) -> dg.AssetsDefini
                 "marts/clv_model_parameters",
                 "The purchase model chosen by held-out log-likelihood (BG/NBD or MBG/NBD) with "
                 "its r, alpha, a, b, the Gamma-Gamma p, q, gamma, their log-likelihoods, the "
-                "customers fitted on and as_of.",
+                "customers fitted on and as_of; the spend model chosen on the purchases after "
+                "a cutoff (Gamma-Gamma, or shrunk towards the pooled order value) in the "
+                "metadata.",
                 ["intermediate/int_customer_rfm"],
             ),
         ],
@@ -97,7 +99,9 @@ def build_clv_assets(product: DataProduct, marts: list[Mart]) -> dg.AssetsDefini
             )
             bgnbd = choice.chosen
             fallback = clv.pooled_order_value(rfm["total_spend"].to_numpy(float), x)
-            gg = clv.fit_gamma_gamma(x, rfm["monetary_value"], fallback)
+            spend = clv.choose_spend_model(**clv.spend_holdout(con, as_of))
+            prior = fallback if spend.chosen == "pooled_shrinkage" else None
+            gg = clv.fit_gamma_gamma(x, rfm["monetary_value"], fallback, prior_mean=prior)
             rfm = clv.predict_customers(rfm.drop(columns="holdout"), bgnbd, gg, HORIZON_WEEKS)
             _replace_table(
                 con,
@@ -125,7 +129,7 @@ def build_clv_assets(product: DataProduct, marts: list[Mart]) -> dg.AssetsDefini
                 "FROM marts.customer_lifetime_value"
             ).fetchall()[0]
         fits = {"bg_nbd_fit": bgnbd.report, "gamma_gamma_fit": gg.report}
-        context.log.info(f"{choice.as_metadata()}: {bgnbd}; Gamma-Gamma {gg}")
+        context.log.info(f"{choice.as_metadata()}: {bgnbd}; Gamma-Gamma {gg}; {spend}")
         if row["fit_status"] != "ok":
             context.log.warning(f"CLV fit {row['fit_status']}: {row['fit_notes']}")
         yield dg.MaterializeResult(
@@ -137,6 +141,7 @@ def build_clv_assets(product: DataProduct, marts: list[Mart]) -> dg.AssetsDefini
                 "buyers": len(rfm),
                 "fit_status": row["fit_status"],
                 "expected_avg_order_value_fallback": gg.fallback_value is not None,
+                "spend_model": spend.chosen,
             },
         )
         yield dg.MaterializeResult(
@@ -145,6 +150,10 @@ def build_clv_assets(product: DataProduct, marts: list[Mart]) -> dg.AssetsDefini
                 "bg_nbd": dg.MetadataValue.json(_finite(bgnbd.as_dict())),
                 "purchase_model": bgnbd.model,
                 "purchase_model_choice": dg.MetadataValue.json(choice.as_metadata()),
+                "spend_model": spend.chosen,
+                "spend_model_choice": dg.MetadataValue.json(
+                    {**spend.as_metadata(), "prior_mean": gg.prior_mean}
+                ),
                 "gamma_gamma": dg.MetadataValue.json(_finite(gg.as_dict())),
                 **{k: dg.MetadataValue.json(r.as_metadata()) for k, r in fits.items() if r},
                 "fit_status": row["fit_status"],

@@ -96,6 +96,7 @@ class Built:
     last_period: pd.DataFrame  # per customer: purchase days and spend in (T - h, T]
     # marts.cross_sell_model's kind "calibration": name -> (value, detail)
     calibration: dict[str, tuple[float | None, str | None]] = field(default_factory=dict)
+    spend_model: clv.SpendChoice | None = None  # the CLV fit's choice, made again at T
 
 
 def read_built(con: duckdb.DuckDBPyConnection, window: Window) -> Built:
@@ -135,7 +136,9 @@ def read_built(con: duckdb.DuckDBPyConnection, window: Window) -> Built:
             "SELECT name, value, detail FROM marts.cross_sell_model WHERE kind = 'calibration'"
         ).fetchall()
     }
-    return Built(buyers, parameters, recs, candidates, owned, last_period, calibration)
+    # deterministic: the same warehouse and as_of give the choice the CLV fit made
+    spend = clv.choose_spend_model(**clv.spend_holdout(con, window.as_of))
+    return Built(buyers, parameters, recs, candidates, owned, last_period, calibration, spend)
 
 
 # --- figures ---------------------------------------------------------------------------------
@@ -299,6 +302,7 @@ def clv_section(built: Built, outcomes: pd.DataFrame, window: Window) -> dict:
     return {
         "customers": int(len(buyers)),
         "purchase_model": model.model,
+        "spend_model": built.spend_model.as_metadata() if built.spend_model else None,
         "predictors": figures,
         "deciles": _clv_deciles(purchases, spend, actual),
         "one_time_buyers": {
@@ -448,6 +452,18 @@ def _calibration_lines(opp: dict) -> list[str]:
     )
 
 
+def _spend_lines(spend: dict | None) -> list[str]:
+    if not spend:
+        return []
+    errors = ", ".join(f"{k} {_cell(v)}" for k, v in spend["holdout_error"].items())
+    return [
+        f"Spend model chosen on the {spend['holdout_days']} days before as_of "
+        f"({spend['holdout_customers']:,} customers, {spend['holdout_purchase_days']:,} purchase "
+        f"days): |log(predicted / actual spend)| {errors}.",
+        "",
+    ]
+
+
 def markdown(report: dict) -> str:
     opp, cat, value = report["opportunity"], report["next_best_category"], report["clv"]
     lines = [
@@ -473,8 +489,10 @@ def markdown(report: dict) -> str:
             ["ranker", "hit@1", "hit@3"],
             [[n, f["hit_at_1"], f["hit_at_3"]] for n, f in cat["rankers"].items()],
         ),
-        f"## CLV ({value['customers']:,} buyers, purchase model {value['purchase_model']})",
+        f"## CLV ({value['customers']:,} buyers, purchase model {value['purchase_model']}, "
+        f"spend model {(value.get('spend_model') or {}).get('chosen', 'n/a')})",
         "",
+        *_spend_lines(value.get("spend_model")),
         *_table(
             [
                 "predictor",

@@ -100,7 +100,9 @@ class BgNbd:
 @dataclass(frozen=True)
 class GammaGamma:
     """`fallback_value`, when set, replaces the model's expected value for every customer:
-    the pooled mean value per purchase day of all buyers (see `pooled_order_value`)."""
+    the pooled mean value per purchase day of all buyers (see `pooled_order_value`).
+    `prior_mean`, when set, replaces the model's population mean p gamma / (q - 1) towards
+    which each customer's mean value is shrunk (spend model "pooled_shrinkage")."""
 
     p: float
     q: float
@@ -108,6 +110,7 @@ class GammaGamma:
     log_likelihood: float = float("nan")
     report: FitReport | None = field(default=None, compare=False)
     fallback_value: float | None = None
+    prior_mean: float | None = None
 
     def as_dict(self) -> dict[str, float]:
         return {k: getattr(self, k) for k in ("p", "q", "gamma", "log_likelihood")}
@@ -396,10 +399,13 @@ def pooled_order_value(total_spend: np.ndarray, x: np.ndarray) -> float:
     return float(np.nansum(total_spend)) / days if days > 0 else 0.0
 
 
-def fit_gamma_gamma(x: np.ndarray, m: np.ndarray, fallback_value: float = 0.0) -> GammaGamma:
+def fit_gamma_gamma(
+    x: np.ndarray, m: np.ndarray, fallback_value: float = 0.0, prior_mean: float | None = None
+) -> GammaGamma:
     """Fit on repeat customers only (x > 0, m > 0), on the distinct (x, m) pairs weighted by
     their counts. With fewer than MIN_REPEAT_BUYERS of them, q <= 1, or a failed fit, the
-    expected value per purchase is `fallback_value` for everyone (see `pooled_order_value`)."""
+    expected value per purchase is `fallback_value` for everyone (see `pooled_order_value`).
+    `prior_mean`: see GammaGamma."""
     x, m = np.asarray(x, dtype=float), np.nan_to_num(np.asarray(m, dtype=float))
     buyers = x.size
     keep = (x > 0) & (m > 0)
@@ -428,18 +434,111 @@ def fit_gamma_gamma(x: np.ndarray, m: np.ndarray, fallback_value: float = 0.0) -
         log_likelihood=ll,
         report=report,
         fallback_value=fallback_value if use_fallback else None,
+        prior_mean=prior_mean,
     )
 
 
 def expected_transaction_value(model: GammaGamma, x: np.ndarray, m: np.ndarray) -> np.ndarray:
-    """E[value of a transaction | x, m]; the population mean for customers with x = 0, and the
-    model's fallback value for everyone when it has one."""
+    """E[value of a transaction | x, m]: the customer's mean m weighted p x / (p x + q - 1)
+    against the population mean p gamma / (q - 1) (or the model's prior_mean), so the
+    population mean for customers with x = 0; the model's fallback value for everyone when it
+    has one."""
     x = np.asarray(x, dtype=float)
     if model.fallback_value is not None:
         return np.full(x.shape, model.fallback_value)
     p, q, gamma = model.p, model.q, model.gamma
     m = np.where(x > 0, np.nan_to_num(np.asarray(m, dtype=float)), 0.0)
-    return p * (gamma + x * m) / (p * x + q - 1)
+    if model.prior_mean is None:
+        return p * (gamma + x * m) / (p * x + q - 1)
+    return ((q - 1) * model.prior_mean + p * x * m) / (p * x + q - 1)
+
+
+# --- which spend model --------------------------------------------------------------------
+
+SPEND_MODELS = ("gamma_gamma", "pooled_shrinkage")
+MAX_SPEND_HOLDOUT_DAYS = 365
+# purchase days per customer, split at a cutoff before as_of: the summary up to the cutoff
+# (as int_customer_rfm's) and the purchase days and spend after it
+SPEND_HOLDOUT_SQL = """
+WITH days AS (
+    SELECT customer_id, order_date, sum(order_amount) AS amount
+    FROM intermediate.int_orders GROUP BY customer_id, order_date
+), numbered AS (
+    SELECT *, row_number() OVER (PARTITION BY customer_id ORDER BY order_date) AS day_number,
+        order_date <= $cutoff AS before_cutoff
+    FROM days
+)
+SELECT customer_id,
+    count(*) FILTER (WHERE before_cutoff) - 1 AS frequency,
+    round(avg(amount) FILTER (WHERE before_cutoff AND day_number > 1), 6) AS monetary_value,
+    round(sum(amount) FILTER (WHERE before_cutoff), 6) AS total_spend,
+    count(*) FILTER (WHERE NOT before_cutoff) AS holdout_days,
+    round(coalesce(sum(amount) FILTER (WHERE NOT before_cutoff), 0), 6) AS holdout_spend
+FROM numbered
+GROUP BY customer_id
+HAVING count(*) FILTER (WHERE before_cutoff) > 0
+ORDER BY customer_id
+"""
+
+
+@dataclass(frozen=True)
+class SpendChoice:
+    """The spend model chosen by its error on the purchases after a cutoff before as_of: each
+    candidate fitted on the history up to the cutoff predicts the value of every purchase day
+    after it (the purchase days as they happened), and the smaller |log(predicted / actual)| of
+    the total spend wins: pooled_shrinkage on a tie, gamma_gamma (Fader, Hardie & Lee's
+    conditional expectation) when nothing can be compared."""
+
+    chosen: str
+    holdout_error: dict[str, float | None]
+    holdout_customers: int = 0
+    holdout_purchase_days: int = 0
+    holdout_days: int = 0  # how long before as_of the cutoff is
+
+    def as_metadata(self) -> dict:
+        return asdict(self)
+
+
+def spend_holdout(con, as_of) -> dict:
+    """The spend holdout's inputs from the warehouse: the cutoff lies half the history before
+    as_of, at most MAX_SPEND_HOLDOUT_DAYS; per customer who had bought by then, the summary up
+    to it and the purchase days and spend after it."""
+    first = con.execute("SELECT min(order_date) FROM intermediate.int_orders").fetchall()[0][0]
+    end = pd.Timestamp(as_of).normalize()
+    span = (end - pd.Timestamp(first)).days if first is not None else 0
+    days = min(MAX_SPEND_HOLDOUT_DAYS, span // 2)
+    cutoff = (end - pd.Timedelta(days=days)).date()
+    frame = con.execute(SPEND_HOLDOUT_SQL, {"cutoff": cutoff}).df()
+    return {"frame": frame, "holdout_days": int(days)}
+
+
+def choose_spend_model(frame: pd.DataFrame, holdout_days: int) -> SpendChoice:
+    """See SpendChoice; `frame` is `spend_holdout`'s."""
+    x = frame["frequency"].to_numpy(float)
+    m = pd.to_numeric(frame["monetary_value"], errors="coerce").to_numpy(float)
+    n = frame["holdout_days"].to_numpy(float)
+    actual = float(frame["holdout_spend"].astype(float).sum())
+    errors: dict[str, float | None] = dict.fromkeys(SPEND_MODELS)
+    if n.sum() > 0 and actual > 0:
+        pooled = pooled_order_value(frame["total_spend"].to_numpy(float), x)
+        for model in SPEND_MODELS:
+            prior = pooled if model == "pooled_shrinkage" else None
+            fitted = fit_gamma_gamma(x, m, pooled, prior_mean=prior)
+            predicted = float(n @ expected_transaction_value(fitted, x, m))
+            errors[model] = abs(float(np.log(predicted / actual))) if predicted > 0 else None
+    best = "gamma_gamma"
+    shrunk, own = errors["pooled_shrinkage"], errors["gamma_gamma"]
+    # a tie: Gamma-Gamma could not be fitted at the cutoff (too few repeat buyers), so its
+    # population mean is no better supported than the pooled one, which uses every purchase day
+    if shrunk is not None and (own is None or shrunk <= own):
+        best = "pooled_shrinkage"
+    return SpendChoice(
+        best,
+        {k: None if v is None else round(v, 6) for k, v in errors.items()},
+        int((n > 0).sum()),
+        int(n.sum()),
+        holdout_days,
+    )
 
 
 # --- the published outputs ----------------------------------------------------------------

@@ -351,9 +351,18 @@ class TierShare(BaseModel):
     share_of_spend: float | None = None
 
 
+class SpendModelChoice(BaseModel):
+    chosen: str
+    holdout_error: dict[str, float | None]
+    holdout_customers: int
+    holdout_purchase_days: int
+    holdout_days: int
+
+
 class ClvBacktest(BaseModel):
     customers: int
     purchase_model: str
+    spend_model: SpendModelChoice | None = None
     predictors: dict[str, ClvTotals]
     deciles: list[ClvDecile]
     one_time_buyers: OneTimeBuyers

@@ -419,7 +419,7 @@ function latestBacktest(section, latest) {
     h("h3", {}, `Next-best category: ${c.customers} customers bought a new category`),
     grid({ class: "latest-rankers" }, ["Ranker", "hit@1", "hit@3"],
       Object.entries(c.rankers).map(([name, x]) => [name, f(x.hit_at_1), f(x.hit_at_3)])),
-    h("h3", {}, `CLV over ${r.horizon_days} days: ${v.customers} buyers, purchase model ${v.purchase_model}`),
+    h("h3", {}, `CLV over ${r.horizon_days} days: ${v.customers} buyers, purchase model ${v.purchase_model}${v.spend_model ? `, spend model ${v.spend_model.chosen}` : ""}`),
     grid({ class: "latest-clv" }, ["Predictor", "Purchases pred/actual", "Spend pred/actual", "Spearman purchases", "Spearman spend"],
       Object.entries(v.predictors).map(([name, x]) => [name, f(x.purchases_ratio), f(x.spend_ratio), f(x.spearman_purchases), f(x.spearman_spend)])),
   );
