@@ -115,6 +115,9 @@ class Output(Strict):
 class Refresh(Strict):
     cron: str
     timezone: str = "UTC"
+    # the models are refitted when their last fit is this many days old; the runs between
+    # re-score every customer with the last fit
+    refit_every_days: int = Field(default=7, ge=1)
 
     @field_validator("cron")
     @classmethod

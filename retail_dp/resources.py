@@ -46,6 +46,50 @@ class RefreshMode(dg.ConfigurableResource):
     a change to an incremental model's columns, for instance)."""
 
     full_refresh: bool = False
+    # "auto": refit the models when the last fit is `refit_every_days` old (the consumer
+    # descriptor's refresh), else re-score with it; "always" or "never" force the choice
+    refit: str = "auto"
+
+    def refit_due(
+        self, con: duckdb.DuckDBPyConnection, as_of: datetime, every_days: int
+    ) -> tuple[bool, str]:
+        """Whether this run refits the models, and why."""
+        if self.refit not in ("auto", "always", "never"):
+            raise ValueError(f"refit: expected auto, always or never, got {self.refit!r}")
+        last = last_fit(con)
+        if self.refit == "always" or self.full_refresh:
+            return True, "a refit was asked for" if self.refit == "always" else "full refresh"
+        if last is None:
+            return True, "no fit yet"
+        if self.refit == "never":
+            return False, f"re-scoring with the fit at {last} (refits switched off)"
+        if as_of < last:
+            return True, f"as_of is before the last fit at {last}"
+        age = (as_of - last).total_seconds() / 86400
+        if age >= every_days:
+            return True, f"the last fit at {last} is {age:.1f} days old (refit every {every_days})"
+        return False, f"re-scoring with the fit at {last} ({age:.1f} days old)"
+
+
+# one row per model fit: what daily runs re-score with (written by the analytics layer)
+MODEL_FITS = "reference.model_fits"
+FITTED_MODELS = ("customer_lifetime_value", "cross_sell")
+
+
+def last_fit(con: duckdb.DuckDBPyConnection) -> datetime | None:
+    """The as_of of the oldest of the models' newest fits, or None when a model has none."""
+    exists = con.execute(
+        "SELECT count(*) FROM information_schema.tables "
+        "WHERE table_schema = 'reference' AND table_name = 'model_fits'"
+    ).fetchall()[0][0]
+    if not exists:
+        return None
+    newest = dict(
+        con.execute(f"SELECT model, max(as_of) FROM {MODEL_FITS} GROUP BY model").fetchall()
+    )
+    if any(model not in newest for model in FITTED_MODELS):
+        return None
+    return min(newest[model] for model in FITTED_MODELS)
 
 
 class LandingZone(dg.ConfigurableResource):

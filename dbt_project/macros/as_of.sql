@@ -10,3 +10,16 @@
         (select as_of from reference.run_context)
     {%- endif -%}
 {%- endmacro %}
+
+{#-
+  Whether this run refits the models (reference.run_context.refit, decided by Dagster from the
+  consumer descriptor's refit_every_days). Runs that do not refit build only the as_of
+  snapshot of the cross-sell features: the older snapshots are what a fit trains on.
+-#}
+{% macro refit() -%}
+    {%- if var('refit', none) is not none -%}
+        {{ 'true' if var('refit') else 'false' }}
+    {%- else -%}
+        coalesce((select refit from reference.run_context), true)
+    {%- endif -%}
+{%- endmacro %}

@@ -1,5 +1,6 @@
 {#-
-  CTEs shared by the cross-sell models: `cutoffs` (as_of and 90 and 180 days before it),
+  CTEs shared by the cross-sell models: `cutoffs` (as_of, and 90 and 180 days before it on
+  runs that refit the models: the snapshots a fit trains and is backtested on),
   `history` (each purchase line once per snapshot it precedes) and `bought` (the categories
   each customer had bought by each snapshot). `lines` must already be defined.
 -#}
@@ -14,6 +15,7 @@ cutoffs as (
         union all select 90
         union all select 180
     ) as snapshots
+    where days_before_as_of = 0 or {{ refit() }}
 
 ),
 

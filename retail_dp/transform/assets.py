@@ -89,18 +89,25 @@ RUN_CONTEXT = "reference.run_context"
 
 
 def prepare_dbt_run(
-    warehouse: Warehouse, as_of: datetime, project: DbtProject
+    warehouse: Warehouse,
+    as_of: datetime,
+    project: DbtProject,
+    refresh_mode: RefreshMode | None = None,
+    refit_every_days: int = 7,
 ) -> tuple[list[str], Path]:
-    """Write the run's as_of where the models read it (`as_of()` reads RUN_CONTEXT), and return
-    the `--vars` arguments and the target folder for this warehouse.
+    """Write the run's as_of and whether it refits the models where the models read them
+    (`as_of()` and `refit()` read RUN_CONTEXT), and return the `--vars` arguments and the
+    target folder for this warehouse.
 
     Neither changes from one run to the next on the same warehouse, so dbt keeps its partial
     parse there instead of re-parsing the project on every call."""
     with warehouse.get_connection() as con:
+        refit, why = (refresh_mode or RefreshMode()).refit_due(con, as_of, refit_every_days)
         con.execute("CREATE SCHEMA IF NOT EXISTS reference")
         con.execute(
-            f"CREATE OR REPLACE TABLE {RUN_CONTEXT} AS SELECT CAST(? AS TIMESTAMP) AS as_of",
-            [as_of],
+            f"CREATE OR REPLACE TABLE {RUN_CONTEXT} AS SELECT CAST(? AS TIMESTAMP) AS as_of, "
+            "CAST(? AS BOOLEAN) AS refit, CAST(? AS VARCHAR) AS refit_reason",
+            [as_of, refit, why],
         )
     dbt_vars = json.dumps(
         {"warehouse": warehouse.database, "memory_limit": warehouse.memory_limit}, sort_keys=True
@@ -188,7 +195,13 @@ def _dbt_step(
         reference_time: ReferenceTime,
         refresh_mode: RefreshMode,
     ):
-        dbt_vars, target_path = prepare_dbt_run(warehouse, reference_time.resolve(context), project)
+        dbt_vars, target_path = prepare_dbt_run(
+            warehouse,
+            reference_time.resolve(context),
+            project,
+            refresh_mode,
+            catalog.consumer.refresh.refit_every_days,
+        )
         results: list[dg.AssetCheckResult] = []
         # incremental models rebuild only the customers whose lines changed, unless asked
         full = ["--full-refresh"] if refresh_mode.full_refresh else []
