@@ -115,6 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
         "(hashed ids, no contact details, ~70 categories, ~3%% repeat buyers) or sequential "
         "(planted adoption chains: X, then Y 30-120 days later)",
     )
+    gen.add_argument(
+        "--daily-from",
+        type=_date,
+        help="lay purchases out as daily drops (CSV only): purchase/history.csv before this "
+        "day, then purchase/YYYY-MM-DD.csv per day, with late lines and corrections",
+    )
 
     run = sub.add_parser(
         "run",
@@ -496,6 +502,14 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"wrote {args.out} ({args.profile}): " + json.dumps(manifest["rows"]))
         print("planted defects: " + json.dumps(manifest["defects"]))
+        if args.daily_from:
+            from retail_dp.generator.daily import daily_drops
+
+            if args.format != "csv":
+                print("retail-dp generate: --daily-from needs --format csv", file=sys.stderr)
+                return 2
+            days = daily_drops(args.out, args.out, args.daily_from)
+            print(f"laid out as daily drops: purchase/history.csv and {len(days)} daily files")
         return 0
     if args.command == "prepare":
         from retail_dp.transform.assets import dbt_project

@@ -35,10 +35,13 @@ def _pick(column: str, salt: str, share: float) -> str:
 
 
 def daily_drops(landing: Path, out: Path, start: date) -> list[Path]:
-    """Write the daily layout of `landing` to `out`; returns the daily files, oldest first."""
+    """Write the daily layout of `landing` to `out` (which may be `landing` itself: its
+    purchase.csv is then replaced by the folder); returns the daily files, oldest first."""
     out.mkdir(parents=True, exist_ok=True)
-    for name in ("customer_info.csv", "product.csv"):
-        shutil.copyfile(landing / name, out / name)
+    in_place = out.resolve() == landing.resolve()
+    if not in_place:
+        for name in ("customer_info.csv", "product.csv"):
+            shutil.copyfile(landing / name, out / name)
     folder = out / "purchase"
     if folder.exists():
         shutil.rmtree(folder)
@@ -95,6 +98,8 @@ def daily_drops(landing: Path, out: Path, start: date) -> list[Path]:
         )
         written.append(path)
     con.close()
+    if in_place:
+        (landing / "purchase.csv").unlink()
     return written
 
 
