@@ -106,6 +106,36 @@ def test_cross_sell_scores_are_finite_and_the_backtest_says_how_many(market):
     assert auc is None or (not math.isnan(auc) and 0 <= auc <= 1)
 
 
+def test_the_recorded_ranking_is_the_one_the_recommendations_follow(market):
+    """Model or popularity, chosen on the validation window: the published next-best
+    categories fall in that order (popularity: the share of owners at as_of)."""
+    from retail_dp.analytics import cross_sell
+
+    _, _, _, con = market
+    validation = dict(
+        con.execute(
+            "SELECT name, value FROM marts.cross_sell_model WHERE kind = 'backtest'"
+        ).fetchall()
+    )
+    choice = scalar(
+        con, "SELECT detail FROM marts.cross_sell_model WHERE kind = 'ranking' AND name = 'choice'"
+    )
+    expected = cross_sell.choose_ranking(validation)
+    assert choice == f"{expected.chosen}: {expected.detail}"
+    key = "f.category_support" if expected.chosen == "popularity" else "r.{}_score"
+    first, second = (key.format(f"next_best_category_{k}").replace("f.", f"f{k}.") for k in (1, 2))
+    out_of_order = scalar(
+        con,
+        f"""SELECT count(*) FROM marts.cross_sell_recommendations r
+        JOIN intermediate.int_cross_sell_features f1 ON f1.days_before_as_of = 0
+            AND f1.customer_id = r.customer_id AND f1.category = r.next_best_category_1
+        JOIN intermediate.int_cross_sell_features f2 ON f2.days_before_as_of = 0
+            AND f2.customer_id = r.customer_id AND f2.category = r.next_best_category_2
+        WHERE {first} < {second}""",
+    )
+    assert out_of_order == 0
+
+
 def test_the_api_serves_seventy_categories(market, tmp_path):
     from .delivery_server import Server
 

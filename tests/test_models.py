@@ -565,6 +565,42 @@ def test_hits_count_the_top_ranked_categories_of_new_category_buyers():
     assert scored["new_category_buyer"].tolist() == [1.0, 1.0, 0.0]
 
 
+def test_the_ranking_is_chosen_on_the_validation_window_and_applied():
+    beaten = {"hit_at_1": 0.20, "hit_at_1_popularity": 0.25, "hit_customers": 40}
+    tie = {"hit_at_1": 0.135, "hit_at_1_popularity": 0.135, "hit_customers": 37}
+    wins = {"hit_at_1": 0.70, "hit_at_1_popularity": 0.05, "hit_customers": 277}
+    undefined = {"hit_at_1": None, "hit_at_1_popularity": None, "hit_customers": 0}
+    assert cross_sell.choose_ranking(beaten).chosen == "popularity"
+    assert cross_sell.choose_ranking(tie).chosen == "popularity"  # no fitted parameter
+    assert cross_sell.choose_ranking(wins).chosen == "model"
+    assert cross_sell.choose_ranking(undefined).chosen == "model"
+    rows = {r["name"]: r for r in cross_sell.choose_ranking(undefined).as_rows()}
+    assert rows["choice"]["detail"] == "model: validation hit@1 undefined"
+    assert rows["validation_hit_at_1_model"]["value"] is None
+    assert rows["validation_hit_at_1_model"]["detail"].startswith("undefined")
+    assert rows["validation_customers"]["value"] == 0.0
+    # by popularity, the next-best categories follow the share of owners; each keeps its
+    # probability, and the opportunity score is the same
+    rows = pd.DataFrame(
+        {
+            "customer_id": ["A", "A", "A"],
+            "category": ["Fish", "Gold", "Wines"],
+            "category_support": [0.9, 0.5, 0.9],
+        }
+    )
+    p = np.array([0.1, 0.3, 0.2])
+    by_model = cross_sell.score_customers(rows, p).iloc[0]
+    by_popularity = cross_sell.score_customers(rows, p, ranking="popularity").iloc[0]
+    assert [by_model[f"next_best_category_{k}"] for k in (1, 2, 3)] == ["Gold", "Wines", "Fish"]
+    assert [by_popularity[f"next_best_category_{k}"] for k in (1, 2, 3)] == [
+        "Wines",  # as popular as Fish, and likelier
+        "Fish",
+        "Gold",
+    ]
+    assert by_popularity["next_best_category_1_score"] == 0.2
+    assert by_popularity["cross_sell_opportunity_score"] == by_model["cross_sell_opportunity_score"]
+
+
 def test_the_training_sample_is_bounded_stratified_and_weighted(monkeypatch):
     rows = feature_rows(400, label=None).assign(days_before_as_of=90)
     con = duckdb.connect()
@@ -662,7 +698,10 @@ def model_marts(con: duckdb.DuckDBPyConnection, clv_nan: bool, status: str = "ok
         "next_best_category_2, next_best_category_2_score, next_best_category_3, "
         "next_best_category_3_score)"
     )
-    calibration = pd.DataFrame(cross_sell.fit_calibration(np.zeros(3), np.zeros(3)).as_rows())
+    ranking = cross_sell.choose_ranking({"hit_at_1": None, "hit_at_1_popularity": None})
+    calibration = pd.DataFrame(
+        cross_sell.fit_calibration(np.zeros(3), np.zeros(3)).as_rows() + ranking.as_rows()
+    )
     con.register("calibration", calibration)
     con.execute("CREATE TABLE marts.cross_sell_model AS SELECT * FROM calibration")
     con.execute(
@@ -707,6 +746,13 @@ def test_model_checks_pass_on_defined_outputs_and_fail_on_nan():
     assert outcome(bad, "calibration_defined").metadata["measured"].value == 2
     good.execute("DELETE FROM marts.cross_sell_model WHERE name = 'hazard_scale'")
     assert not outcome(good, "calibration_defined").passed  # the scale must be recorded
+    assert outcome(good, "ranking_defined").passed
+    good.execute(
+        "UPDATE marts.cross_sell_model SET detail = 'random: why not' WHERE name = 'choice'"
+    )
+    assert not outcome(good, "ranking_defined").passed  # model or popularity, nothing else
+    bad.execute("DELETE FROM marts.cross_sell_model WHERE kind = 'ranking'")
+    assert outcome(bad, "ranking_defined").metadata["measured"].value == 1  # none recorded
 
 
 def test_model_checks_are_blocking_validity_checks_that_run_on_the_warehouse(tmp_path):
@@ -722,6 +768,7 @@ def test_model_checks_are_blocking_validity_checks_that_run_on_the_warehouse(tmp
         "scores_defined",
         "next_best_scores_defined",
         "calibration_defined",
+        "ranking_defined",
         "fit_not_failed",
     }
     result = definitions[0](warehouse=Warehouse(database=str(path)))

@@ -221,7 +221,8 @@ def build_cross_sell_assets(product: DataProduct, marts: list[Mart]) -> dg.Asset
             final, final_fit = cross_sell.fit(_training_sample(con, 90, activity[90][0]))
             calibration = _calibration(model, final, scored)
             scorer = cross_sell.Calibrated(final, calibration)
-            current = _score_snapshot(con, 0, scorer, activity[0][0])
+            ranking = cross_sell.choose_ranking(metrics)
+            current = _score_snapshot(con, 0, scorer, activity[0][0], ranking=ranking.chosen)
             recs = cross_sell.recommendations(current, pd.Index(buyers))
             del current, scored
             _replace_table(
@@ -243,7 +244,8 @@ def build_cross_sell_assets(product: DataProduct, marts: list[Mart]) -> dg.Asset
                 ]
                 + cross_sell.fit_rows("fit", final_fit, final)
                 + cross_sell.fit_rows("backtest_fit", model_fit, model)
-                + calibration.as_rows(),
+                + calibration.as_rows()
+                + ranking.as_rows(),
                 columns=[n for n, _, _ in model_columns],
             ).astype({"value": float})
             _replace_table(con, "marts.cross_sell_model", model_table)
@@ -267,6 +269,8 @@ def build_cross_sell_assets(product: DataProduct, marts: list[Mart]) -> dg.Asset
                 }
             ),
             "calibration": dg.MetadataValue.json(calibration.as_metadata()),
+            "ranking": ranking.chosen,
+            "ranking_choice": dg.MetadataValue.json(ranking.as_metadata()),
             **({"undefined": dg.MetadataValue.json(undefined)} if undefined else {}),
         }
         context.log.info(f"cross-sell backtest: {metrics}; fit: {final_fit}")
@@ -366,7 +370,12 @@ def _training_sample(con, days_before_as_of: int, activity: pd.DataFrame) -> pd.
 
 
 def _score_snapshot(
-    con, days_before_as_of: int, scorer, activity: pd.DataFrame, label: str | None = None
+    con,
+    days_before_as_of: int,
+    scorer,
+    activity: pd.DataFrame,
+    label: str | None = None,
+    ranking: str = "model",
 ) -> pd.DataFrame:
     """Every customer of one snapshot scored in bounded chunks of whole customers (a
     customer's rows are never split): `cross_sell.score_customers` per chunk."""
@@ -388,7 +397,7 @@ def _score_snapshot(
         carry = chunk.iloc[cut:]
         rows = cross_sell.with_activity(chunk.iloc[:cut], activity)[0]
         if cut or not parts:
-            parts.append(cross_sell.score_customers(rows, scorer.predict(rows), label))
+            parts.append(cross_sell.score_customers(rows, scorer.predict(rows), label, ranking))
         if done:
             break
     return pd.concat(parts, ignore_index=True)

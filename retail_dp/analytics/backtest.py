@@ -97,6 +97,8 @@ class Built:
     # marts.cross_sell_model's kind "calibration": name -> (value, detail)
     calibration: dict[str, tuple[float | None, str | None]] = field(default_factory=dict)
     spend_model: clv.SpendChoice | None = None  # the CLV fit's choice, made again at T
+    # marts.cross_sell_model's kind "ranking": name -> (value, detail)
+    ranking: dict[str, tuple[float | None, str | None]] = field(default_factory=dict)
 
 
 def read_built(con: duckdb.DuckDBPyConnection, window: Window) -> Built:
@@ -130,15 +132,20 @@ def read_built(con: duckdb.DuckDBPyConnection, window: Window) -> Built:
         FROM marts.fct_purchase WHERE purchase_ts > ? GROUP BY 1""",
         [window.start_of_last_period],
     ).df()
-    calibration = {
-        name: (value, detail)
-        for name, value, detail in con.execute(
-            "SELECT name, value, detail FROM marts.cross_sell_model WHERE kind = 'calibration'"
-        ).fetchall()
-    }
+    calibration, ranking = (
+        {
+            name: (value, detail)
+            for name, value, detail in con.execute(
+                "SELECT name, value, detail FROM marts.cross_sell_model WHERE kind = ?", [kind]
+            ).fetchall()
+        }
+        for kind in ("calibration", "ranking")
+    )
     # deterministic: the same warehouse and as_of give the choice the CLV fit made
     spend = clv.choose_spend_model(**clv.spend_holdout(con, window.as_of))
-    return Built(buyers, parameters, recs, candidates, owned, last_period, calibration, spend)
+    return Built(
+        buyers, parameters, recs, candidates, owned, last_period, calibration, spend, ranking
+    )
 
 
 # --- figures ---------------------------------------------------------------------------------
@@ -273,7 +280,18 @@ def category_section(built: Built, new: pd.DataFrame, window: Window) -> dict:
             per_customer = pd.Series(hit).groupby(rows.loc[buyer, "customer_id"].to_numpy()).any()
             hits[f"hit_at_{k}"] = _round(per_customer.mean()) if customers else None
         figures[name] = hits
-    return {"customers": customers, "rankers": figures}
+    return {"customers": customers, "rankers": figures, "ranking": _ranking(built)}
+
+
+def _ranking(built: Built) -> dict | None:
+    """How the published next-best categories were ranked (marts.cross_sell_model, kind
+    "ranking"): model or popularity, why, and the validation figures behind the choice."""
+    found = built.ranking
+    if "choice" not in found:
+        return None
+    chosen, _, why = (found["choice"][1] or "").partition(": ")
+    figures = {k: _round(v) for k, (v, _) in found.items() if k != "choice"}
+    return {"chosen": chosen, "detail": why, **figures}
 
 
 def clv_section(built: Built, outcomes: pd.DataFrame, window: Window) -> dict:
@@ -485,6 +503,11 @@ def markdown(report: dict) -> str:
         *_calibration_lines(opp),
         f"## Next-best category ({cat['customers']:,} customers bought a new category)",
         "",
+        *(
+            [f"Ours ranked by {cat['ranking']['chosen']}: {cat['ranking']['detail']}.", ""]
+            if cat.get("ranking")
+            else []
+        ),
         *_table(
             ["ranker", "hit@1", "hit@3"],
             [[n, f["hit_at_1"], f["hit_at_3"]] for n, f in cat["rankers"].items()],

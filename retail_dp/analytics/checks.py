@@ -38,6 +38,7 @@ GAMMA_GAMMA_PARAMETERS = ("p", "q", "gamma")
 # marts.cross_sell_model's kinds whose figures are NULL only with a reason
 FIGURE_KINDS = ("calibration",)
 HAZARD_SCALE = "kind = 'calibration' AND name = 'hazard_scale'"
+RANKINGS = ("model", "popularity")  # cross_sell.RANKINGS, spelt for SQL
 
 
 def _undefined(column: str) -> str:
@@ -124,6 +125,22 @@ CHECKS = (
             count(*)
         FROM rows""",
         "undefined calibration figures (or no hazard scale)",
+    ),
+    ModelCheck(
+        "marts/cross_sell_model",
+        "ranking_defined",
+        "How the next-best categories are ranked is recorded once (model or popularity, with "
+        "why), and every validation figure behind it is finite, or NULL with the reason.",
+        f"""WITH rows AS (SELECT * FROM marts.cross_sell_model WHERE kind = 'ranking')
+        SELECT count(*) FILTER (
+                WHERE {_non_finite("value")} OR (value IS NULL AND detail IS NULL)
+            ) + (
+                SELECT count(*) <> 1 FROM rows WHERE name = 'choice'
+                AND split_part(detail, ':', 1) IN ({_listed(RANKINGS)})
+            )::INT,
+            count(*)
+        FROM rows""",
+        "undefined ranking figures (or no ranking recorded)",
     ),
     ModelCheck(
         "marts/clv_model_parameters",

@@ -438,22 +438,30 @@ def baseline_rankings(rows: pd.DataFrame) -> dict[str, list[np.ndarray]]:
     """The simple category rankers every backtest sets ours against: popularity (the share
     of buyers who own the category) and the plain count of transitions from the customer's
     last adopted category (ties by popularity)."""
-    support = pd.to_numeric(rows["category_support"], errors="coerce").fillna(0).to_numpy(float)
+    support = _popularity(rows)
     counts = pd.to_numeric(rows["next_adoptions_after_last"], errors="coerce").fillna(0)
     return {"popularity": [support], "transitions": [counts.to_numpy(float), support]}
 
 
+def _popularity(rows: pd.DataFrame) -> np.ndarray:
+    return pd.to_numeric(rows["category_support"], errors="coerce").fillna(0).to_numpy(float)
+
+
 def score_customers(
-    rows: pd.DataFrame, probability: np.ndarray, label: str | None = None
+    rows: pd.DataFrame,
+    probability: np.ndarray,
+    label: str | None = None,
+    ranking: str = "model",
 ) -> pd.DataFrame:
     """Per customer of `rows` (all of each customer's rows): the opportunity score and the
-    three next-best categories; with `label`, also whether they bought a new category and, for
-    ours and each baseline ranker, whether the top 1 and top 3 held one (NaN for customers who
-    bought none). Works on any chunk that holds whole customers."""
+    three next-best categories, ranked by `ranking` (RANKINGS; each with its probability);
+    with `label`, also whether they bought a new category and, for ours and each baseline
+    ranker, whether the top 1 and top 3 held one (NaN for customers who bought none). Works on
+    any chunk that holds whole customers."""
     rows = rows.assign(score=np.asarray(probability, dtype=float))
     if rows.empty:
         return _empty_scores(label)
-    out = _top_three(rows).join(customer_scores(rows, rows["score"].to_numpy()).rename(
+    out = _top_three(rows, ranking).join(customer_scores(rows, rows["score"].to_numpy()).rename(
         "cross_sell_opportunity_score"))  # fmt: skip
     if label is None:
         return out.rename_axis("customer_id").reset_index()
@@ -488,8 +496,11 @@ def _empty_scores(label: str | None) -> pd.DataFrame:
 _BASELINE_INPUTS = ["category_support", "next_adoptions_after_last"]
 
 
-def _top_three(rows: pd.DataFrame) -> pd.DataFrame:
-    rank = within_customer_rank(rows, [rows["score"].to_numpy()])
+def _top_three(rows: pd.DataFrame, ranking: str = "model") -> pd.DataFrame:
+    keys = [rows["score"].to_numpy()]
+    if ranking == "popularity":  # ties by the model's probability
+        keys = [_popularity(rows), *keys]
+    rank = within_customer_rank(rows, keys)
     top = rows.loc[rank <= 3, ["customer_id", "category", "score"]].assign(rank=rank[rank <= 3])
     wide = top.pivot(index="customer_id", columns="rank", values=["category", "score"])
     out = pd.DataFrame(index=pd.Index(rows["customer_id"].unique()).sort_values())
@@ -573,6 +584,56 @@ def backtest(
     )
     undefined = {k: f"undefined: {why}" for k, v in metrics.items() if v is None}
     return metrics, undefined
+
+
+# --- which ranking --------------------------------------------------------------------------
+
+RANKINGS = ("model", "popularity")
+
+
+@dataclass(frozen=True)
+class RankingChoice:
+    """How the next-best categories are ranked: by the model's probability, or by popularity
+    (the share of buyers who own the category) when the model did not beat popularity's hit@1
+    on the validation window, the backtest 90 days before as_of (the model learnt before it).
+    Popularity has no fitted parameter, so a tie goes to it; the model when the validation
+    figures are undefined (nobody bought a new category then)."""
+
+    chosen: str
+    hit_at_1: dict[str, float | None]
+    customers: int  # new-category buyers in the validation window
+    detail: str
+
+    def as_metadata(self) -> dict:
+        return {"chosen": self.chosen, "hit_at_1": self.hit_at_1, "customers": self.customers,
+                "detail": self.detail}  # fmt: skip
+
+    def as_rows(self) -> list[dict]:
+        """marts/cross_sell_model's rows (kind "ranking"): the choice with its reason in
+        `detail`, then the validation figures (NULL, with the reason, when undefined)."""
+        rows = [{"kind": "ranking", "name": "choice", "value": None,
+                 "detail": f"{self.chosen}: {self.detail}"}]  # fmt: skip
+        figures = {"validation_customers": float(self.customers)}
+        figures |= {f"validation_hit_at_1_{k}": v for k, v in self.hit_at_1.items()}
+        for name, value in figures.items():
+            rows.append({"kind": "ranking", "name": name, "value": value,
+                         "detail": None if value is not None else "undefined: nobody bought "
+                         "a new category in the validation window"})  # fmt: skip
+        return rows
+
+
+def choose_ranking(validation: dict[str, float | int | None]) -> RankingChoice:
+    """The ranking for today's recommendations from `backtest`'s figures (see RankingChoice)."""
+    model, popularity = validation.get("hit_at_1"), validation.get("hit_at_1_popularity")
+    customers = int(validation.get("hit_customers") or 0)
+    hits = {"model": model, "popularity": popularity}
+    if model is None or popularity is None:
+        return RankingChoice("model", hits, customers, "validation hit@1 undefined")
+    if model > popularity:
+        why = f"validation hit@1 {model:.3f} > popularity's {popularity:.3f}"
+        return RankingChoice("model", hits, customers, why)
+    why = f"validation hit@1 {model:.3f} <= popularity's {popularity:.3f}"
+    return RankingChoice("popularity", hits, customers, why)
 
 
 def recommendations(scored: pd.DataFrame, buyers: pd.Index) -> pd.DataFrame:

@@ -313,9 +313,18 @@ class HitFigures(BaseModel):
     hit_at_3: float | None = None
 
 
+class RankingUsed(BaseModel):
+    chosen: str
+    detail: str
+    validation_customers: float | None = None
+    validation_hit_at_1_model: float | None = None
+    validation_hit_at_1_popularity: float | None = None
+
+
 class CategoryBacktest(BaseModel):
     customers: int
     rankers: dict[str, HitFigures]
+    ranking: RankingUsed | None = None
 
 
 class ClvTotals(BaseModel):

@@ -417,6 +417,7 @@ function latestBacktest(section, latest) {
       Object.entries(o.scores).map(([name, x]) => [name, f(x.auc), f(x.top_decile_lift)])),
     ...calibrationTable(o, f),
     h("h3", {}, `Next-best category: ${c.customers} customers bought a new category`),
+    c.ranking ? h("p", { class: "muted", id: "latest-ranking" }, `Ours ranked by ${c.ranking.chosen}: ${c.ranking.detail}.`) : null,
     grid({ class: "latest-rankers" }, ["Ranker", "hit@1", "hit@3"],
       Object.entries(c.rankers).map(([name, x]) => [name, f(x.hit_at_1), f(x.hit_at_3)])),
     h("h3", {}, `CLV over ${r.horizon_days} days: ${v.customers} buyers, purchase model ${v.purchase_model}${v.spend_model ? `, spend model ${v.spend_model.chosen}` : ""}`),
