@@ -17,9 +17,13 @@
   snapshot of the cross-sell features: the older snapshots are what a fit trains on.
 -#}
 {% macro refit() -%}
+    {%- set context = adapter.get_relation(
+        database=target.database, schema='reference', identifier='run_context') -%}
     {%- if var('refit', none) is not none -%}
         {{ 'true' if var('refit') else 'false' }}
+    {%- elif var('as_of', none) is not none or context is none -%}
+        true
     {%- else -%}
-        coalesce((select refit from reference.run_context), true)
+        coalesce((select refit from {{ context }}), true)
     {%- endif -%}
 {%- endmacro %}

@@ -48,6 +48,7 @@ def daily_drops(landing: Path, out: Path, start: date) -> list[Path]:
     folder.mkdir()
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
+    con.execute("SET enable_progress_bar = false")
     con.execute(
         "CREATE TABLE lines AS SELECT * FROM read_csv(?, header = true, all_varchar = true)",
         [str(landing / "purchase.csv")],

@@ -18,7 +18,8 @@ categories as (
 
 baskets as (
 
-    select distinct 'customer' as basket_level, customer_id as basket_id, category from lines
+    select 'customer' as basket_level, customer_id as basket_id, category
+    from {{ ref('int_customer_categories') }}
     union all
     select distinct 'order' as basket_level, order_id as basket_id, category from lines
 

@@ -10,9 +10,9 @@ customers as (
 
 ),
 
-lines as (
+customer_categories as (
 
-    select * from {{ ref('fct_purchase') }}
+    select * from {{ ref('int_customer_categories') }}
 
 ),
 
@@ -32,8 +32,8 @@ category_spend as (
 
     select
         customer_id,
-        {{ category_spend() }}
-    from lines
+        {{ category_spend('spend') }}
+    from customer_categories
     group by customer_id
 
 ),
