@@ -135,6 +135,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="reload every landing file and rebuild every model from scratch",
     )
+    run.add_argument(
+        "--refit",
+        choices=["auto", "always", "never"],
+        default="auto",
+        help="refit CLV and cross-sell: auto (default) when the last fit is the consumer "
+        "descriptor's refresh.refit_every_days old, else re-score every customer with it",
+    )
 
     check = sub.add_parser(
         "check",
@@ -256,7 +263,9 @@ def _run(args: argparse.Namespace) -> int:
     from retail_dp.runner import format_report, run_refresh
 
     try:
-        report = run_refresh(settings, as_of=args.as_of, full_refresh=args.full_refresh)
+        report = run_refresh(
+            settings, as_of=args.as_of, full_refresh=args.full_refresh, refit=args.refit
+        )
     except WarehouseUnavailable as exc:
         # taken between the preflight and the end of the run (the report reads it last)
         print(f"retail-dp run: {exc}", file=sys.stderr)

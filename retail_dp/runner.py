@@ -71,11 +71,13 @@ def instance_for(home: Path) -> dg.DagsterInstance:
     return dg.DagsterInstance.from_config(str(home))
 
 
-def _run_config(as_of: datetime, log_level: str = "INFO", full_refresh: bool = False) -> dict:
+def _run_config(
+    as_of: datetime, log_level: str = "INFO", full_refresh: bool = False, refit: str = "auto"
+) -> dict:
     return {
         "resources": {
             "reference_time": {"config": {"as_of": as_of.isoformat()}},
-            "refresh_mode": {"config": {"full_refresh": full_refresh}},
+            "refresh_mode": {"config": {"full_refresh": full_refresh, "refit": refit}},
         },
         # progress on the console; every event stays in the instance for the UI
         "loggers": {"console": {"config": {"log_level": log_level}}},
@@ -116,9 +118,11 @@ def run_refresh(
     instance: dg.DagsterInstance | None = None,
     selection: list[str] | None = None,
     full_refresh: bool = False,
+    refit: str = "auto",
 ) -> RunReport:
     """Run the refresh job (or the assets named in `selection`) and report on it; incremental
-    unless `full_refresh`."""
+    unless `full_refresh`; the models refit on their cadence unless `refit` says always or
+    never."""
     started = time.perf_counter()
     as_of = as_of or datetime.now(UTC).replace(tzinfo=None, microsecond=0)
     settings.warehouse.parent.mkdir(parents=True, exist_ok=True)
@@ -127,7 +131,7 @@ def run_refresh(
     instance = instance or instance_for(settings.dagster_home)
     result = job.execute_in_process(
         instance=instance,
-        run_config=_run_config(as_of, full_refresh=full_refresh),
+        run_config=_run_config(as_of, full_refresh=full_refresh, refit=refit),
         raise_on_error=False,
         asset_selection=[dg.AssetKey.from_user_string(k) for k in selection] if selection else None,
         tags={"retail_dp/as_of": as_of.isoformat(sep=" ")},

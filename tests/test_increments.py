@@ -163,6 +163,29 @@ def test_source_increments_equal_a_full_load(shape, sample, marketplace, tmp_pat
 TABLES = ("marts", "intermediate", "semantic")
 
 
+def _assert_rescored(warehouse: Path, instance: dg.DagsterInstance) -> None:
+    """A run between refits: no new fit, every customer scored with the last one at the new
+    as_of, and the dbt models built only the as_of snapshot."""
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        fits = con.execute(
+            "SELECT model, count(*) FROM reference.model_fits GROUP BY ALL"
+        ).fetchall()
+        snapshots = con.execute(
+            "SELECT DISTINCT days_before_as_of FROM intermediate.int_cross_sell_features"
+        ).fetchall()
+        unscored = con.execute(
+            "SELECT count(*) FROM marts.customer_lifetime_value l "
+            "JOIN intermediate.int_customer_rfm USING (customer_id) "
+            "WHERE l.expected_purchases_365d IS NULL"
+        ).fetchall()[0][0]
+    assert sorted(fits) == [("cross_sell", 1), ("customer_lifetime_value", 1)]
+    assert snapshots == [(0,)]
+    assert unscored == 0
+    event = instance.get_latest_materialization_event(dg.AssetKey(["marts", "cross_sell_model"]))
+    metadata = event.asset_materialization.metadata
+    assert metadata["refit"].value is False and "re-scoring" in metadata["refit_reason"].value
+
+
 def test_incremental_refresh_equals_a_full_rebuild(sample, tmp_path):
     """Real Dagster runs with real dbt incremental models: a build, then two daily increments
     (one with a re-sent file and a changed CRM extract), against one full rebuild."""
@@ -178,10 +201,20 @@ def test_incremental_refresh_equals_a_full_rebuild(sample, tmp_path):
     assert first.ok, first.failure
     for day in (date(2026, 6, 26), date(2026, 6, 27)):
         _drop(days, inc, day)
-        if day == date(2026, 6, 27):
+        last = day == date(2026, 6, 27)
+        if last:
             _changes_along_the_way(inc, day + timedelta(days=1))
-        report = run_refresh(settings, as_of=datetime.fromisoformat(end_of(day)), instance=instance)
+        # the day between refits re-scores with the base run's fit; the last one refits, so
+        # that the fitted marts can be compared with a full rebuild too
+        report = run_refresh(
+            settings,
+            as_of=datetime.fromisoformat(end_of(day)),
+            instance=instance,
+            refit="always" if last else "auto",
+        )
         assert report.ok, report.failure
+        if not last:
+            _assert_rescored(settings.warehouse, instance)
         modes = {s: m for s, m, *_ in report.loads}
         assert modes == {
             "customer_info": "increment",

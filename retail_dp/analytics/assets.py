@@ -5,11 +5,13 @@ import numpy as np
 import pandas as pd
 
 from retail_dp.analytics import clv, cross_sell
+from retail_dp.analytics.fits import load_fit, save_fit
 from retail_dp.descriptors import DataProduct
-from retail_dp.resources import ReferenceTime, Warehouse
+from retail_dp.resources import FITTED_MODELS, ReferenceTime, RefreshMode, Warehouse
 from retail_dp.transform.marts import Mart
 
 K = dg.AssetKey.from_user_string
+CLV_FIT, CROSS_SELL_FIT = FITTED_MODELS
 HORIZON_WEEKS = clv.WEEKS_PER_YEAR
 MAX_TRAINING_ROWS = 500_000
 # rows scored at a time: 64 DuckDB vectors of 2,048 rows
@@ -81,10 +83,14 @@ def build_clv_assets(product: DataProduct, marts: list[Mart]) -> dg.AssetsDefini
         ],
     )
     def _clv(
-        context: dg.AssetExecutionContext, warehouse: Warehouse, reference_time: ReferenceTime
+        context: dg.AssetExecutionContext,
+        warehouse: Warehouse,
+        reference_time: ReferenceTime,
+        refresh_mode: RefreshMode,
     ):
         as_of = reference_time.resolve(context)
         with warehouse.get_connection() as con:
+            refit, why = refresh_mode.refit_due(con, as_of, product.refresh.refit_every_days)
             # sorted, so every sum runs in the same order; rounded, because DuckDB's parallel
             # float sums upstream differ in the last bit from run to run
             rfm = con.execute(
@@ -93,15 +99,19 @@ def build_clv_assets(product: DataProduct, marts: list[Mart]) -> dg.AssetsDefini
                 f"round(total_spend, 6) AS total_spend, {clv.HOLDOUT_SQL} AS holdout "
                 "FROM intermediate.int_customer_rfm ORDER BY customer_id"
             ).df()
-            x = rfm["frequency"].to_numpy(float)
-            choice = clv.choose_purchase_model(
-                x, rfm["recency_weeks"], rfm["age_weeks"], rfm["holdout"]
+            if refit:
+                fitted = _fit_clv(con, rfm, as_of)
+                fitted_as_of = as_of
+                save_fit(
+                    con, CLV_FIT, as_of, context.run_id, fitted, fitted["parameters"]["fit_status"]
+                )
+            else:
+                # between refits: every customer re-scored at this as_of with the last fit
+                fitted_as_of, fitted = load_fit(con, CLV_FIT)
+            choice, gg, spend, row = (
+                fitted[k] for k in ("choice", "gamma_gamma", "spend", "parameters")
             )
             bgnbd = choice.chosen
-            fallback = clv.pooled_order_value(rfm["total_spend"].to_numpy(float), x)
-            spend = clv.choose_spend_model(**clv.spend_holdout(con, as_of))
-            prior = fallback if spend.chosen == "pooled_shrinkage" else None
-            gg = clv.fit_gamma_gamma(x, rfm["monetary_value"], fallback, prior_mean=prior)
             rfm = clv.predict_customers(rfm.drop(columns="holdout"), bgnbd, gg, HORIZON_WEEKS)
             _replace_table(
                 con,
@@ -118,20 +128,28 @@ def build_clv_assets(product: DataProduct, marts: list[Mart]) -> dg.AssetsDefini
                 FROM marts.dim_customer c LEFT JOIN frame f USING (customer_id)
                 ORDER BY c.customer_id""",
             )
-            row = {**clv.parameters_row(bgnbd, gg, x, choice), "as_of": as_of}
-            columns = parameter_columns
-            params = pd.DataFrame([row])[[n for n, _, _ in columns]]
-            # a parameter with no value is a NULL DOUBLE, never an untyped NULL
-            params = params.astype({n: float for n, t, _ in columns if t == "DOUBLE"})
-            _replace_table(con, "marts.clv_model_parameters", params)
+            if refit:
+                columns = parameter_columns
+                params = pd.DataFrame([row])[[n for n, _, _ in columns]]
+                # a parameter with no value is a NULL DOUBLE, never an untyped NULL
+                params = params.astype({n: float for n, t, _ in columns if t == "DOUBLE"})
+                _replace_table(con, "marts.clv_model_parameters", params)
             summary = con.execute(
                 "SELECT count(*), avg(predicted_clv_365d), sum(predicted_clv_365d) "
                 "FROM marts.customer_lifetime_value"
             ).fetchall()[0]
         fits = {"bg_nbd_fit": bgnbd.report, "gamma_gamma_fit": gg.report}
-        context.log.info(f"{choice.as_metadata()}: {bgnbd}; Gamma-Gamma {gg}; {spend}")
+        context.log.info(
+            f"{'refitted' if refit else 're-scored'} ({why}): {choice.as_metadata()}: {bgnbd}; "
+            f"Gamma-Gamma {gg}; {spend}"
+        )
         if row["fit_status"] != "ok":
             context.log.warning(f"CLV fit {row['fit_status']}: {row['fit_notes']}")
+        cadence = {
+            "refit": refit,
+            "refit_reason": why,
+            "fitted_as_of": fitted_as_of.isoformat(sep=" "),
+        }
         yield dg.MaterializeResult(
             asset_key=K("marts/customer_lifetime_value"),
             metadata={
@@ -142,6 +160,7 @@ def build_clv_assets(product: DataProduct, marts: list[Mart]) -> dg.AssetsDefini
                 "fit_status": row["fit_status"],
                 "expected_avg_order_value_fallback": gg.fallback_value is not None,
                 "spend_model": spend.chosen,
+                **cadence,
             },
         )
         yield dg.MaterializeResult(
@@ -161,7 +180,8 @@ def build_clv_assets(product: DataProduct, marts: list[Mart]) -> dg.AssetsDefini
                 "repeat_share": row["repeat_share"],
                 "fit_notes": row["fit_notes"] or "none",
                 "customers": len(rfm),
-                "as_of": as_of.isoformat(sep=" "),
+                "as_of": fitted_as_of.isoformat(sep=" "),
+                **cadence,
             },
         )
 
@@ -169,6 +189,20 @@ def build_clv_assets(product: DataProduct, marts: list[Mart]) -> dg.AssetsDefini
         return {k: v if np.isfinite(v) else None for k, v in values.items()}
 
     return _clv
+
+
+def _fit_clv(con, rfm: pd.DataFrame, as_of) -> dict:
+    """Fit the purchase model (BG/NBD or MBG/NBD by held-out log-likelihood) and the spend
+    model (Gamma-Gamma, plain or shrunk to the pooled value, by a spend holdout): what scoring
+    needs, and the parameters row of marts.clv_model_parameters."""
+    x = rfm["frequency"].to_numpy(float)
+    choice = clv.choose_purchase_model(x, rfm["recency_weeks"], rfm["age_weeks"], rfm["holdout"])
+    fallback = clv.pooled_order_value(rfm["total_spend"].to_numpy(float), x)
+    spend = clv.choose_spend_model(**clv.spend_holdout(con, as_of))
+    prior = fallback if spend.chosen == "pooled_shrinkage" else None
+    gg = clv.fit_gamma_gamma(x, rfm["monetary_value"], fallback, prior_mean=prior)
+    row = {**clv.parameters_row(choice.chosen, gg, x, choice), "as_of": as_of}
+    return {"choice": choice, "gamma_gamma": gg, "spend": spend, "parameters": row}
 
 
 def build_cross_sell_assets(product: DataProduct, marts: list[Mart]) -> dg.AssetsDefinition:
@@ -201,30 +235,43 @@ def build_cross_sell_assets(product: DataProduct, marts: list[Mart]) -> dg.Asset
             ),
         ],
     )
-    def _cross_sell(context: dg.AssetExecutionContext, warehouse: Warehouse):
+    def _cross_sell(
+        context: dg.AssetExecutionContext,
+        warehouse: Warehouse,
+        reference_time: ReferenceTime,
+        refresh_mode: RefreshMode,
+    ):
+        as_of = reference_time.resolve(context)
         with warehouse.get_connection() as con:
-            snapshots = con.execute(
-                "SELECT * FROM intermediate.int_cross_sell_snapshots "
-                "WHERE days_before_as_of = 90 ORDER BY customer_id"
-            ).df()
+            refit, why = refresh_mode.refit_due(con, as_of, product.refresh.refit_every_days)
             buyers = con.execute(
                 "SELECT customer_id FROM intermediate.int_customer_rfm UNION "
                 "SELECT customer_id FROM intermediate.int_cross_sell_snapshots "
                 "WHERE days_before_as_of = 0"
             ).df()["customer_id"]
-            activity = _activity(con)
-            # out of time: learn from the window ending 90 days ago, test on the last 90 days
-            model, model_fit = cross_sell.fit(_training_sample(con, 180, activity[180][0]))
-            scored = _score_snapshot(con, 90, model, activity[90][0], "bought_next_90d")
-            metrics, undefined = cross_sell.backtest(snapshots, scored)
-            # the model that scores today learns from the most recent complete window
-            final, final_fit = cross_sell.fit(_training_sample(con, 90, activity[90][0]))
-            calibration = _calibration(model, final, scored)
-            scorer = cross_sell.Calibrated(final, calibration)
-            ranking = cross_sell.choose_ranking(metrics)
-            current = _score_snapshot(con, 0, scorer, activity[0][0], ranking=ranking.chosen)
+            if refit:
+                fitted = _fit_cross_sell(con, model_columns)
+                fitted_as_of = as_of
+                _replace_table(con, "marts.cross_sell_model", fitted.pop("model_table"))
+                current_activity = fitted.pop("current_activity")
+                save_fit(
+                    con,
+                    CROSS_SELL_FIT,
+                    as_of,
+                    context.run_id,
+                    fitted,
+                    fitted["metadata"]["fit_status"],
+                )
+            else:
+                # between refits: every customer re-scored at this as_of with the last fit
+                fitted_as_of, fitted = load_fit(con, CROSS_SELL_FIT)
+                current_activity = cross_sell.activity(
+                    _customers(con, 0), fitted=fitted["activity_model"]
+                )[0]
+            scorer, ranking = fitted["scorer"], fitted["ranking"]
+            current = _score_snapshot(con, 0, scorer, current_activity, ranking=ranking.chosen)
             recs = cross_sell.recommendations(current, pd.Index(buyers))
-            del current, scored
+            del current
             _replace_table(
                 con,
                 "marts.cross_sell_recommendations",
@@ -233,65 +280,108 @@ def build_cross_sell_assets(product: DataProduct, marts: list[Mart]) -> dg.Asset
                 FROM marts.dim_customer c LEFT JOIN frame f USING (customer_id)
                 ORDER BY c.customer_id""",
             )
-            model_table = pd.DataFrame(
-                [
-                    {"kind": "coefficient", "name": r["term"], "value": r["coefficient"]}
-                    for r in final.as_records()
-                ]
-                + [
-                    {"kind": "backtest", "name": k, "value": v, "detail": undefined.get(k)}
-                    for k, v in metrics.items()
-                ]
-                + cross_sell.fit_rows("fit", final_fit, final)
-                + cross_sell.fit_rows("backtest_fit", model_fit, model)
-                + calibration.as_rows()
-                + ranking.as_rows(),
-                columns=[n for n, _, _ in model_columns],
-            ).astype({"value": float})
-            _replace_table(con, "marts.cross_sell_model", model_table)
             row_count = con.execute(
                 "SELECT count(*) FROM marts.cross_sell_recommendations"
             ).fetchall()[0][0]
-        train_activity, backtest_activity, current_activity = (
-            activity[d][1].report for d in (180, 90, 0)
-        )
-        defined = {k: v for k, v in metrics.items() if v is not None}
-        fits = {
-            "fit_status": final_fit.fit_status,
-            "backtest_fit_status": model_fit.fit_status,
-            "fit": dg.MetadataValue.json(final_fit.as_metadata()),
-            "backtest_fit": dg.MetadataValue.json(model_fit.as_metadata()),
-            "activity_fits": dg.MetadataValue.json(
-                {
-                    "days_before_as_of_180": train_activity.as_metadata(),
-                    "days_before_as_of_90": backtest_activity.as_metadata(),
-                    "days_before_as_of_0": current_activity.as_metadata(),
-                }
-            ),
-            "calibration": dg.MetadataValue.json(calibration.as_metadata()),
-            "ranking": ranking.chosen,
-            "ranking_choice": dg.MetadataValue.json(ranking.as_metadata()),
-            **({"undefined": dg.MetadataValue.json(undefined)} if undefined else {}),
+        metadata = {
+            **fitted["metadata"],
+            "refit": refit,
+            "refit_reason": why,
+            "fitted_as_of": fitted_as_of.isoformat(sep=" "),
         }
-        context.log.info(f"cross-sell backtest: {metrics}; fit: {final_fit}")
-        for report in (final_fit, model_fit):
+        context.log.info(
+            f"cross-sell {'refitted' if refit else 're-scored'} ({why}); "
+            f"backtest: {fitted['metrics']}"
+        )
+        for report in fitted["reports"]:
             if report.fit_status != "ok":
                 context.log.warning(f"cross-sell fit {report.fit_status}: {report.reasons}")
         yield dg.MaterializeResult(
             asset_key=K("marts/cross_sell_recommendations"),
-            metadata={"dagster/row_count": row_count, **defined, **fits},
+            metadata={"dagster/row_count": row_count, **metadata},
         )
         yield dg.MaterializeResult(
             asset_key=K("marts/cross_sell_model"),
             metadata={
-                **defined,
-                **fits,
-                "training_rows": model.training_rows,
-                "coefficients": dg.MetadataValue.json(final.as_records()),
+                **metadata,
+                "training_rows": fitted["training_rows"],
+                "coefficients": dg.MetadataValue.json(scorer.as_records()),
             },
         )
 
     return _cross_sell
+
+
+def _fit_cross_sell(con, model_columns) -> dict:
+    """Fit the cross-sell model: out of time, learn from the window ending 90 days ago and
+    test on the last 90 days (the backtest, the calibration and the ranking choice); then the
+    model that scores today learns from the most recent complete window. Returns what scoring
+    needs (saved between refits), the marts.cross_sell_model table and the metadata."""
+    snapshots = con.execute(
+        "SELECT * FROM intermediate.int_cross_sell_snapshots "
+        "WHERE days_before_as_of = 90 ORDER BY customer_id"
+    ).df()
+    if snapshots.empty:
+        raise dg.Failure(
+            "cross-sell refit: intermediate.int_cross_sell_snapshots has no snapshot 90 days "
+            "before as_of; the dbt models were built for a run that does not refit "
+            "(materialize them in the same run as the model)"
+        )
+    activity = _activity(con)
+    model, model_fit = cross_sell.fit(_training_sample(con, 180, activity[180][0]))
+    scored = _score_snapshot(con, 90, model, activity[90][0], "bought_next_90d")
+    metrics, undefined = cross_sell.backtest(snapshots, scored)
+    final, final_fit = cross_sell.fit(_training_sample(con, 90, activity[90][0]))
+    calibration = _calibration(model, final, scored)
+    scorer = cross_sell.Calibrated(final, calibration)
+    ranking = cross_sell.choose_ranking(metrics)
+    model_table = pd.DataFrame(
+        [
+            {"kind": "coefficient", "name": r["term"], "value": r["coefficient"]}
+            for r in final.as_records()
+        ]
+        + [
+            {"kind": "backtest", "name": k, "value": v, "detail": undefined.get(k)}
+            for k, v in metrics.items()
+        ]
+        + cross_sell.fit_rows("fit", final_fit, final)
+        + cross_sell.fit_rows("backtest_fit", model_fit, model)
+        + calibration.as_rows()
+        + ranking.as_rows(),
+        columns=[n for n, _, _ in model_columns],
+    ).astype({"value": float})
+    train_activity, backtest_activity, current_activity = (
+        activity[d][1].report for d in (180, 90, 0)
+    )
+    metadata = {
+        **{k: v for k, v in metrics.items() if v is not None},
+        "fit_status": final_fit.fit_status,
+        "backtest_fit_status": model_fit.fit_status,
+        "fit": dg.MetadataValue.json(final_fit.as_metadata()),
+        "backtest_fit": dg.MetadataValue.json(model_fit.as_metadata()),
+        "activity_fits": dg.MetadataValue.json(
+            {
+                "days_before_as_of_180": train_activity.as_metadata(),
+                "days_before_as_of_90": backtest_activity.as_metadata(),
+                "days_before_as_of_0": current_activity.as_metadata(),
+            }
+        ),
+        "calibration": dg.MetadataValue.json(calibration.as_metadata()),
+        "ranking": ranking.chosen,
+        "ranking_choice": dg.MetadataValue.json(ranking.as_metadata()),
+        **({"undefined": dg.MetadataValue.json(undefined)} if undefined else {}),
+    }
+    return {
+        "scorer": scorer,
+        "ranking": ranking,
+        "activity_model": activity[0][1],
+        "metrics": metrics,
+        "reports": [final_fit, model_fit],
+        "training_rows": model.training_rows,
+        "metadata": metadata,
+        "model_table": model_table,
+        "current_activity": activity[0][0],
+    }
 
 
 def _calibration(

@@ -77,15 +77,16 @@ SUMMARY = ("frequency", "recency_weeks", "age_weeks")
 
 
 def activity(
-    customers: pd.DataFrame, start: clv.BgNbd | None = None
+    customers: pd.DataFrame, start: clv.BgNbd | None = None, fitted: clv.BgNbd | None = None
 ) -> tuple[pd.DataFrame, clv.BgNbd]:
     """BG/NBD's view of each customer at the snapshot (one row each, with SUMMARY): P(alive)
     and the purchases expected in the next 90 days, from a model fitted on all the snapshot's
     customers (on their distinct summaries, so every customer counts and the order does not),
-    starting from `start` if given (another snapshot's fit), and the model."""
+    starting from `start` if given (another snapshot's fit), and the model. With `fitted`, that
+    model is applied as it is (a run between refits)."""
     customers = customers.drop_duplicates("customer_id").sort_values("customer_id", kind="stable")
     x, t_x, T = (customers[c].to_numpy(float) for c in SUMMARY)
-    model = clv.fit_bgnbd(x, t_x, T, start=start)
+    model = fitted if fitted is not None else clv.fit_bgnbd(x, t_x, T, start=start)
     usable = model.report is not None and model.report.fit_status != "failed"
     nan = np.full(len(customers), np.nan)  # a failed fit leaves the features' defaults
     expected = clv.expected_purchases(model, HORIZON_WEEKS, x, t_x, T) if usable else nan
