@@ -55,3 +55,25 @@
         select 1
     {%- endif -%}
 {%- endmacro %}
+
+{#-
+  The config of a per-customer incremental model, called at its top: each run deletes the rows
+  of the customers it refreshes (pre-hook) and appends them again (the model selects only
+  those customers with `where_refreshed()`). A change of its columns needs --full-refresh.
+-#}
+{% macro incremental_by_customer() -%}
+    -- depends_on: {{ ref('int_refresh_scope') }}, {{ ref('int_touched_customers') }}
+    {{ config(
+        materialized='incremental',
+        incremental_strategy='append',
+        on_schema_change='fail',
+        pre_hook="{{ delete_refreshed_customers() }}"
+    ) }}
+{%- endmacro %}
+
+{#- The WHERE clause that keeps the customers this run refreshes (all on a first build). -#}
+{% macro where_refreshed(column='customer_id') -%}
+    {%- if is_incremental() %}
+    where {{ in_refresh_scope(column) }}
+    {%- endif %}
+{%- endmacro %}

@@ -1,31 +1,20 @@
 -- One row per buyer: what their whole purchase history adds up to, independent of as_of, so a
 -- daily run recomputes only the customers it touched. Transactions are calendar days with a
 -- purchase (Fader, Hardie & Lee); the monetary value is the mean of the repeat days only.
--- depends_on: {{ ref('int_refresh_scope') }}
--- depends_on: {{ ref('int_touched_customers') }}
-{{ config(
-    materialized='incremental',
-    incremental_strategy='append',
-    on_schema_change='fail',
-    pre_hook="{{ delete_refreshed_customers() }}"
-) }}
+{{ incremental_by_customer() }}
 with
 
 orders as (
 
     select * from {{ ref('int_orders') }}
-    {% if is_incremental() %}
-    where {{ in_refresh_scope('customer_id') }}
-    {% endif %}
+    {{ where_refreshed() }}
 
 ),
 
 lines as (
 
     select * from {{ ref('fct_purchase') }}
-    {% if is_incremental() %}
-    where {{ in_refresh_scope('customer_id') }}
-    {% endif %}
+    {{ where_refreshed() }}
 
 ),
 

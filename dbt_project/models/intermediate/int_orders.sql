@@ -1,21 +1,12 @@
 -- One row per order: the unit that purchase frequency, channels and deals count.
 -- Incremental by customer, like fct_purchase.
--- depends_on: {{ ref('int_refresh_scope') }}
--- depends_on: {{ ref('int_touched_customers') }}
-{{ config(
-    materialized='incremental',
-    incremental_strategy='append',
-    on_schema_change='fail',
-    pre_hook="{{ delete_refreshed_customers() }}"
-) }}
+{{ incremental_by_customer() }}
 with
 
 lines as (
 
     select * from {{ ref('fct_purchase') }}
-    {% if is_incremental() %}
-    where {{ in_refresh_scope('customer_id') }}
-    {% endif %}
+    {{ where_refreshed() }}
 
 ),
 

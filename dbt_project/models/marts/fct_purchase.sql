@@ -1,20 +1,11 @@
 -- Incremental by customer: a daily run rebuilds the lines of the customers it touched.
--- depends_on: {{ ref('int_refresh_scope') }}
--- depends_on: {{ ref('int_touched_customers') }}
-{{ config(
-    materialized='incremental',
-    incremental_strategy='append',
-    on_schema_change='fail',
-    pre_hook="{{ delete_refreshed_customers() }}"
-) }}
+{{ incremental_by_customer() }}
 with
 
 purchases as (
 
     select * from {{ ref('stg_purchase') }}
-    {% if is_incremental() %}
-    where {{ in_refresh_scope('customer_id') }}
-    {% endif %}
+    {{ where_refreshed() }}
 
 ),
 
