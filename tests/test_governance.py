@@ -220,7 +220,7 @@ def test_every_rest_operation_has_a_typed_response():
         return schema.get("type") == "string"  # a file (CSV, Parquet)
 
     operations = [(p, m, op) for p, ops in document["paths"].items() for m, op in ops.items()]
-    assert len(operations) == 7
+    assert len(operations) == 8  # with GET /v1/backtest/latest
     for path, method, op in operations:
         content = op["responses"]["200"]["content"]
         assert content and all(typed(c["schema"]) for c in content.values()), (method, path)
