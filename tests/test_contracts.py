@@ -92,9 +92,7 @@ def test_pandera_agrees_with_the_compiled_sql(loaded):
     con, _, _ = loaded
     for source in SOURCES:
         columns = ", ".join(CONTRACTS[source].columns)  # the lineage columns are not contract
-        accepted = con.execute(
-            f"SELECT {columns} FROM sources.{source} USING SAMPLE 300 ROWS"
-        ).df()
+        accepted = con.execute(f"SELECT {columns} FROM sources.{source} USING SAMPLE 300 ROWS").df()
         for name, column in CONTRACTS[source].columns.items():
             if str(column.dtype) == "date":  # DuckDB hands dates to pandas as datetimes
                 accepted[name] = accepted[name].dt.date

@@ -54,8 +54,7 @@ def save_fit(
 def load_fit(con: duckdb.DuckDBPyConnection, model: str) -> tuple[datetime, Any]:
     """The newest fit of `model` and the as_of it was fitted at."""
     rows = con.execute(
-        f"SELECT as_of, fitted FROM {MODEL_FITS} WHERE model = ? "
-        "ORDER BY fitted_at DESC LIMIT 1",
+        f"SELECT as_of, fitted FROM {MODEL_FITS} WHERE model = ? ORDER BY fitted_at DESC LIMIT 1",
         [model],
     ).fetchall()
     if not rows:
