@@ -186,10 +186,12 @@ def _assert_rescored(warehouse: Path, instance: dg.DagsterInstance) -> None:
     assert metadata["refit"].value is False and "re-scoring" in metadata["refit_reason"].value
 
 
-def test_incremental_refresh_equals_a_full_rebuild(sample, tmp_path):
+@pytest.mark.parametrize("shape", ["sample", "marketplace"])
+def test_incremental_refresh_equals_a_full_rebuild(shape, sample, marketplace, tmp_path):
     """Real Dagster runs with real dbt incremental models: a build, then two daily increments
     (one with a re-sent file and a changed CRM extract), against one full rebuild."""
-    inc, days = _lay_out(sample[0], tmp_path)
+    landing = sample[0] if shape == "sample" else marketplace[1].data_dir
+    inc, days = _lay_out(landing, tmp_path)
     settings = Settings.from_env(data_dir=inc, warehouse=tmp_path / "inc" / "retail_dp.duckdb")
     instance = dg.DagsterInstance.ephemeral()
     base_days = [d for d in days if d.stem < "2026-06-26"]
@@ -267,3 +269,20 @@ def test_incremental_refresh_equals_a_full_rebuild(sample, tmp_path):
         )
         compared.append(f"{schema}.{name}")
     assert "marts.fct_purchase" in compared and "marts.customer_lifetime_value" in compared
+
+
+def test_a_daily_drop_with_no_rows_loads_and_is_recorded(sample, tmp_path):
+    """A day with no orders is a header-only file in the source's folder: it loads (and is
+    registered with 0 rows); a header-only full extract still fails (tests/test_contracts.py)."""
+    inc, days = _lay_out(sample[0], tmp_path)
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    _load_all(con, inc, end_of(START - timedelta(days=1)))
+    header = (inc / "purchase" / "history.csv").read_text().splitlines()[0]
+    quiet = inc / "purchase" / f"{START.isoformat()}.csv"
+    quiet.write_text(header + "\n")
+    loaded = _load_all(con, inc, end_of(START))["purchase"]
+    assert loaded.mode == "increment" and loaded.files_loaded == [str(quiet)]
+    assert loaded.rows_loaded == 0 and loaded.reconciles
+    assert con.execute(
+        "SELECT rows_read FROM sources.landing_files WHERE path = ?", [str(quiet)]
+    ).fetchall() == [(0,)]

@@ -26,6 +26,7 @@ from retail_dp.sources.landing import (
     LandingFiles,
     check_file_columns,
     find_landing_files,
+    in_source_folder,
     relation,
 )
 from retail_dp.sources.registry import (
@@ -440,7 +441,10 @@ def load_source(
         con, schema, files.all, upstream_sources(schema), as_of, suppressed, full_refresh
     )
     for f in plan.new:
-        check_file_columns(con, Path(f.path), schema)
+        path = Path(f.path)
+        check_file_columns(
+            con, path, schema, rows_required=not in_source_folder(path, data_dir, location)
+        )
     columns = list(schema.columns)
     try:
         _raw_table(con, columns)

@@ -102,8 +102,20 @@ def file_columns(con: duckdb.DuckDBPyConnection, path: Path) -> dict[str, str]:
     return {row[0]: row[1] for row in rows}
 
 
-def check_file_columns(con: duckdb.DuckDBPyConnection, path: Path, schema: pa.DataFrameSchema):
-    """Fail with the file and column when a file is empty or its columns break the contract."""
+def in_source_folder(path: Path, data_dir: Path, location: str) -> bool:
+    """Whether a file is one of a source folder's drops (`<location>/<file>`): a day with no
+    rows is a header-only file there, not a broken extract."""
+    return path.parent == data_dir / location
+
+
+def check_file_columns(
+    con: duckdb.DuckDBPyConnection,
+    path: Path,
+    schema: pa.DataFrameSchema,
+    rows_required: bool = True,
+):
+    """Fail with the file and column when a file is empty or its columns break the contract.
+    A header without rows fails too, unless `rows_required` is off (a folder's daily drop)."""
     if path.stat().st_size == 0:
         raise LandingError(f"{path}: the file is empty (0 bytes); expected columns {_cols(schema)}")
     columns = list(file_columns(con, path))
@@ -117,6 +129,8 @@ def check_file_columns(con: duckdb.DuckDBPyConnection, path: Path, schema: pa.Da
     extra = [c for c in columns if c not in schema.columns]
     if extra and schema.strict:
         raise LandingError(f"{path}: column {extra[0]!r} is not in the {schema.name} contract")
+    if not rows_required:
+        return
     # one row is enough to know the file has some; counting them would read it all
     rows = con.execute(f"SELECT 1 FROM {relation(path)} LIMIT 1", [str(path)]).fetchall()
     if not rows:
