@@ -434,7 +434,8 @@ def _erase(args: argparse.Namespace) -> int:
     digest = suppress(settings.data_dir, args.customer)
     print(f"suppressed customer sha256 {digest[:16]}… in {settings.data_dir}; rebuilding")
     try:
-        report = run_refresh(settings, as_of=args.as_of)
+        # the models are refitted too: none keeps learning from the erased customer's rows
+        report = run_refresh(settings, as_of=args.as_of, refit="always")
     except WarehouseUnavailable as exc:
         print(f"retail-dp erase: {exc}", file=sys.stderr)
         audit_erasure(log, now(), digest, args.reason, outcome="failed", error=str(exc))
@@ -471,7 +472,8 @@ def _backtest(args: argparse.Namespace) -> int:
     from retail_dp.analytics import backtest
     from retail_dp.runner import format_report, run_refresh
 
-    built = run_refresh(settings, as_of=args.as_of)
+    # the backtest measures models fitted at T, never a fit saved by an earlier backtest
+    built = run_refresh(settings, as_of=args.as_of, refit="always")
     if not built.ok:
         print(format_report(built))
         print("retail-dp backtest: the build at as_of failed; no report", file=sys.stderr)
