@@ -149,6 +149,19 @@ def test_source_increments_equal_a_full_load(shape, sample, marketplace, tmp_pat
         for audit in audits:
             audit.pop("run_id")
         assert audits[0] == audits[1], name
+    # changes are kept until every source has loaded since and dbt has caught up past them
+    kept = con.execute("SELECT min(load_id), count(*) FROM sources.changes").fetchall()[0]
+    assert kept[1] > 0
+    con.execute("CREATE SCHEMA IF NOT EXISTS reference")
+    con.execute("CREATE TABLE reference.refresh_watermark AS SELECT 10**6 AS through_load_id")
+    _load_all(con, inc, as_of)
+    oldest = con.execute("SELECT min(load_id) FROM sources.load_state").fetchall()[0][0]
+    assert (
+        con.execute("SELECT count(*) FROM sources.changes WHERE load_id <= ?", [oldest]).fetchall()[
+            0
+        ][0]
+        == 0
+    )
     # the registry: every daily file once, with its fingerprint and counts; the re-sent file
     # twice, the first time retracted
     files = con.execute(

@@ -260,6 +260,28 @@ def record_load(
         f"INSERT OR REPLACE INTO {STATE} VALUES (?, ?, ?, ?, ?)",
         [source, plan.load_id, contract_digest(schema), suppression_digest(suppressed), as_of],
     )
+    _prune_changes(con)
+
+
+# where the incremental dbt models record the load they have caught up to
+REFRESH_WATERMARK = "reference.refresh_watermark"
+
+
+def _prune_changes(con: duckdb.DuckDBPyConnection) -> None:
+    """Forget the changes every reader has consumed: each source has loaded since (they
+    judge their references against upstream changes newer than their own last load) and the
+    incremental dbt models have caught up past them. Nothing is pruned before dbt has run."""
+    exists = con.execute(
+        "SELECT count(*) FROM information_schema.tables "
+        "WHERE table_schema = 'reference' AND table_name = 'refresh_watermark'"
+    ).fetchall()[0][0]
+    if not exists:
+        return
+    con.execute(
+        f"""DELETE FROM {CHANGES}
+        WHERE load_id <= (SELECT min(load_id) FROM {STATE})
+        AND load_id <= (SELECT max(through_load_id) FROM {REFRESH_WATERMARK})"""
+    )
 
 
 def suppressed_rows(con: duckdb.DuckDBPyConnection, source: str) -> int:
