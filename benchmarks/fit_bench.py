@@ -36,8 +36,10 @@ from retail_dp.runner import run_refresh
 from retail_dp.settings import Settings
 settings = Settings.from_env(data_dir=sys.argv[1], warehouse=sys.argv[2])
 selection = json.loads(sys.argv[4]) or None
+# every run refits: the same as_of would otherwise re-score with the fit just saved
 report = run_refresh(settings, as_of=datetime.fromisoformat(sys.argv[3]),
-                     instance=dg.DagsterInstance.ephemeral(), selection=selection)
+                     instance=dg.DagsterInstance.ephemeral(), selection=selection,
+                     refit="always")
 peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
            resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
 print("RESULT " + json.dumps({"ok": report.success, "steps": report.step_seconds,
