@@ -21,6 +21,7 @@ from retail_dp.generator.simulate import (
     PRODUCTS_PER_CATEGORY,
     ProductTable,
     order_lines,
+    split_order_value,
 )
 
 if TYPE_CHECKING:
@@ -140,9 +141,7 @@ def _priced_lines(
     )
     unit_price = products.price[product] * np.where(order_deal[line_order], 1 - DEAL_DISCOUNT, 1)
     unit_price = np.round(unit_price, 2)
-    share = rng.gamma(1.0, size=line_order.size) * unit_price
-    share /= np.bincount(line_order, weights=share, minlength=n_orders)[line_order]
-    quantity = np.maximum(1, np.rint(order_value[line_order] * share / unit_price)).astype(np.int64)
+    quantity = split_order_value(rng, line_order, unit_price, order_value)
     return order_lines(
         line_order,
         order_customer,

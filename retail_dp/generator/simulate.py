@@ -204,10 +204,7 @@ def simulate_lines(
     )
     unit_price = products.price[product] * np.where(order_deal[line_order], 1 - DEAL_DISCOUNT, 1)
     unit_price = np.round(unit_price, 2)
-    # share the order's value across its lines, more to the dearer items
-    share = rng.gamma(1.0, size=line_order.size) * unit_price
-    share /= np.bincount(line_order, weights=share)[line_order]
-    quantity = np.maximum(1, np.rint(order_value[line_order] * share / unit_price)).astype(np.int64)
+    quantity = split_order_value(rng, line_order, unit_price, order_value)
     return order_lines(
         line_order,
         order_customer,
@@ -218,6 +215,16 @@ def simulate_lines(
         quantity,
         unit_price,
     )
+
+
+def split_order_value(
+    rng: np.random.Generator, line_order: np.ndarray, unit_price: np.ndarray, order_value
+) -> np.ndarray:
+    """Each line's quantity: the order's value shared across its lines, more to the dearer
+    items, at least one unit each."""
+    share = rng.gamma(1.0, size=line_order.size) * unit_price
+    share /= np.bincount(line_order, weights=share, minlength=len(order_value))[line_order]
+    return np.maximum(1, np.rint(order_value[line_order] * share / unit_price)).astype(np.int64)
 
 
 def order_lines(

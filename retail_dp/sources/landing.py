@@ -8,8 +8,6 @@ from pathlib import Path
 import duckdb
 import pandera.pandas as pa
 
-from retail_dp.sources.rules import ident
-
 FORMATS = {".csv": "csv", ".parquet": "parquet"}
 
 
@@ -58,27 +56,6 @@ CSV_OPTIONS = (
     f"header = true, all_varchar = true, max_line_size = {MAX_LINE_BYTES}, "
     f"buffer_size = {MAX_LINE_BYTES}"
 )
-
-
-def reader_sql(files: LandingFiles, columns: list[str]) -> tuple[str, list]:
-    """One SELECT over all files, every contract column as VARCHAR plus `_file`, and its
-    parameters (the file paths are bound, never pasted into the SQL)."""
-    as_text = ", ".join(f"CAST({ident(c)} AS VARCHAR) AS {ident(c)}" for c in columns)
-    parts: list[str] = []
-    params: list = []
-    if files.csv:
-        parts.append(
-            f"SELECT {as_text}, _file FROM read_csv(?, {CSV_OPTIONS}, "
-            "union_by_name = true, filename = '_file')"
-        )
-        params.append([str(p) for p in files.csv])
-    if files.parquet:
-        parts.append(
-            f"SELECT {as_text}, _file FROM read_parquet(?, union_by_name = true, "
-            "filename = '_file')"
-        )
-        params.append([str(p) for p in files.parquet])
-    return " UNION ALL BY NAME ".join(parts), params
 
 
 def relation(path: Path) -> str:

@@ -160,8 +160,8 @@ def plan_load(
     suppressed: list[str],
     full_refresh: bool = False,
 ) -> Plan:
-    """Compare the landing files with what the warehouse loaded and decide the load."""
-    ensure_registry(con)
+    """Compare the landing files with what the warehouse loaded and decide the load (the
+    registry's tables exist: `ensure_registry`)."""
     source = schema.name
     load_id = con.execute(f"SELECT coalesce(max(load_id), 0) + 1 FROM {LOADS}").fetchall()[0][0]
     current = [LandingFile.of(p) for p in paths]
