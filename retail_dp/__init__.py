@@ -1,6 +1,10 @@
 """retail_dp: the Product Affinity & Cross-Sell data product (a Dagster code location)."""
 
+import warnings
 from importlib.metadata import PackageNotFoundError, version
+
+# pandera imports pyspark.pandas when the [spark] extra is installed; the product never uses it
+warnings.filterwarnings("ignore", "PySpark does not yet fully support pandas", FutureWarning)
 
 try:
     __version__ = version("retail-dp")

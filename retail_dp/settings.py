@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -18,8 +19,12 @@ ENV_VARS: dict[str, str] = {
     "descriptors_dir": "RETAIL_DP_DESCRIPTORS_DIR",
     "policies": "RETAIL_DP_POLICIES",
     "dagster_home": "DAGSTER_HOME",
+    "spark_dir": "RETAIL_DP_SPARK_DIR",
 }
 MEMORY_LIMIT_VAR = "RETAIL_DP_DUCKDB_MEMORY_LIMIT"
+# which engine transforms the data: DuckDB (the default) or Spark (retail_dp/spark)
+ENGINE_VAR = "RETAIL_DP_ENGINE"
+ENGINES = ("duckdb", "spark")
 
 
 class Settings(BaseModel):
@@ -35,11 +40,16 @@ class Settings(BaseModel):
     dagster_home: Path = PROJECT_ROOT / "dagster_home"
     # DuckDB's own default is 80% of RAM; bounded, it spills large joins to <warehouse>.tmp
     duckdb_memory_limit: str = "2GB"
+    # DuckDB does everything by default; with "spark", Spark loads and transforms, and DuckDB
+    # keeps serving (the `[spark]` extra installs it)
+    engine: Literal["duckdb", "spark"] = "duckdb"
+    # the Spark engine's files: its lake of inputs, its tables and its metastore
+    spark_dir: Path = PROJECT_ROOT / "data" / "spark"
 
     @classmethod
-    def from_env(cls, **overrides: Path | str | None) -> Settings:
+    def from_env(cls, engine: str | None = None, **overrides: Path | str | None) -> Settings:
         """Each setting from its override if given (not None), else from its environment
-        variable (see ENV_VARS) if set and not empty, else the default."""
+        variable (see ENV_VARS, ENGINE_VAR) if set and not empty, else the default."""
         unknown = sorted(set(overrides) - set(ENV_VARS))
         if unknown:
             raise TypeError(f"Settings.from_env: no such setting {unknown[0]!r}")
@@ -54,6 +64,13 @@ class Settings(BaseModel):
         memory = os.environ.get(MEMORY_LIMIT_VAR)
         if memory:
             values["duckdb_memory_limit"] = memory
+        engine = engine or os.environ.get(ENGINE_VAR) or None
+        if engine is not None:
+            if engine not in ENGINES:
+                raise ValueError(
+                    f"{ENGINE_VAR}={engine!r}: the engine is one of {', '.join(ENGINES)}"
+                )
+            values["engine"] = engine
         return cls(**values)
 
 

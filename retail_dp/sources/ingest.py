@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -150,17 +151,18 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def _cross_table_rules(
-    schema: pa.DataFrameSchema, typed: dict[str, str]
+    schema: pa.DataFrameSchema, typed: dict[str, str], accepted: Callable[[str], str] = table
 ) -> tuple[list[str], list[Rule], str]:
-    """Joins to accepted upstream tables, the rules that use them, and the SQL that is TRUE
-    for a kept row that breaks a warning-only cross-table rule (else FALSE)."""
+    """Joins to accepted upstream tables (named by `accepted`), the rules that use them, and
+    the SQL that is TRUE for a kept row that breaks a warning-only cross-table rule (else
+    FALSE)."""
     joins: list[str] = []
     rules: list[Rule] = []
     warned = "FALSE"
     for i, (column, (source, ref_col)) in enumerate(schema.metadata.get("references", {}).items()):
         alias = f"ref{i}"
         joins.append(
-            f"LEFT JOIN {table(source)} {alias} ON {alias}.{ident(ref_col)} = {typed[column]}"
+            f"LEFT JOIN {accepted(source)} {alias} ON {alias}.{ident(ref_col)} = {typed[column]}"
         )
         rules.append(
             Rule(
@@ -177,7 +179,7 @@ def _cross_table_rules(
         col, ratio = ceiling["column"], ceiling["ratio"]
         alias = "ceiling"
         joins.append(
-            f"LEFT JOIN {table(source)} {alias} ON {alias}.{ident(ref_key)} = {typed[join_col]}"
+            f"LEFT JOIN {accepted(source)} {alias} ON {alias}.{ident(ref_key)} = {typed[join_col]}"
         )
         price = f"{alias}.{ident(ref_price)}"
         broken = f"({price} > 0 AND {typed[col]} > {literal(ratio)} * {price})"
@@ -196,13 +198,15 @@ def _cross_table_rules(
     return joins, rules, warned
 
 
-def _typed_columns(con: duckdb.DuckDBPyConnection, schema: pa.DataFrameSchema) -> dict[str, str]:
-    """Each column's parsed value as SQL over the raw alias `r` (and `cty` for countries)."""
-    typed = {name: parse(column, f"r.{ident(name)}") for name, column in schema.columns.items()}
+def _typed_columns(schema: pa.DataFrameSchema, engine: str) -> dict[str, str]:
+    """Each column's parsed value as SQL over the raw alias `r` (countries are looked up in
+    `_countries`, which `country_rows` fills)."""
+    typed = {
+        name: parse(column, f"r.{ident(name)}", engine) for name, column in schema.columns.items()
+    }
     for name in schema.metadata.get("identifiers", []):
         typed[name] = f"nullif(trim(r.{ident(name)}), '')"
     for name in schema.metadata.get("normalise_country", []):
-        _country_table(con)
         typed[name] = (
             f"coalesce((SELECT c.alpha2 FROM _countries c "
             f"WHERE c.spelling = upper(trim(r.{ident(name)}))), r.{ident(name)})"
@@ -211,9 +215,8 @@ def _typed_columns(con: duckdb.DuckDBPyConnection, schema: pa.DataFrameSchema) -
 
 
 def _country_table(con: duckdb.DuckDBPyConnection) -> None:
-    spellings = country_spellings()
     con.execute("CREATE OR REPLACE TEMP TABLE _countries (spelling VARCHAR, alpha2 VARCHAR)")
-    con.executemany("INSERT INTO _countries VALUES (?, ?)", list(spellings.items()))
+    con.executemany("INSERT INTO _countries VALUES (?, ?)", list(country_spellings().items()))
 
 
 def _raw_table(con: duckdb.DuckDBPyConnection, columns: list[str]) -> None:
@@ -264,25 +267,29 @@ def _read_records(con, columns: list[str], table_name: str, source: str, files: 
     )
 
 
-def _verdicts(con: duckdb.DuckDBPyConnection, schema: pa.DataFrameSchema, as_of: datetime):
-    """`_checked`: `_raw` typed, with each row's verdict: `_reason`, `_field`, `_detail`, NULL
-    when accepted, `deferred` for a row dated after as_of. Duplicates are decided later."""
+def verdicts_select(
+    schema: pa.DataFrameSchema,
+    as_of: str,
+    engine: str = "duckdb",
+    accepted: Callable[[str], str] = table,
+) -> tuple[str, int]:
+    """The SELECT (DuckDB dialect) that types `_raw` and gives each row its verdict: `_rule`,
+    `_reason`, `_field`, `_detail`, NULL when accepted, `deferred` for a row dated after
+    `as_of` (SQL). Duplicates are decided later, by the returned rule number."""
     columns = list(schema.columns)
-    parsed = _typed_columns(con, schema)
+    parsed = _typed_columns(schema, engine)
     # the rules read each parsed value once, from the inner select's `_t_<column>`
     typed = {c: f"r.{ident('_t_' + c)}" for c in columns}
-    joins, cross_rules, ceiling_warned = _cross_table_rules(schema, typed)
+    joins, cross_rules, ceiling_warned = _cross_table_rules(schema, typed, accepted)
     rules = row_rules(schema, "r", typed) + cross_rules
     deferred = " OR ".join(
-        f"coalesce({typed[c]} > $as_of, FALSE)" for c in schema.metadata.get("defer_after_as_of")
+        f"coalesce({typed[c]} > {as_of}, FALSE)" for c in schema.metadata.get("defer_after_as_of")
     )
     deferral = [Rule("deferred", "", deferred, "NULL")] if deferred else []
     verdicts = [*deferral, *rules, _duplicate_rule(schema)]
     inner = ", ".join(f"{parsed[c]} AS {ident('_t_' + c)}" for c in columns)
     first = "CASE " + " ".join(f"WHEN {r.condition} THEN {i}" for i, r in enumerate(verdicts[:-1]))
-    con.execute(
-        f"""CREATE OR REPLACE TEMP TABLE _checked AS
-        SELECT r._row, r._file, r._line,
+    select = f"""SELECT r._row, r._file, r._line,
             {", ".join(f"{typed[c]} AS {ident(c)}" for c in columns)},
             {first} END AS _rule,
             {_by_rule(verdicts, "reason")} AS _reason,
@@ -290,10 +297,21 @@ def _verdicts(con: duckdb.DuckDBPyConnection, schema: pa.DataFrameSchema, as_of:
             {_by_rule(verdicts, "detail")} AS _detail,
             {ceiling_warned} AS _ceiling_warned,
             FALSE AS _existing
-        FROM (SELECT r.*, {inner} FROM _raw r) r {" ".join(joins)}""",
-        {"as_of": as_of} if deferred else None,
+        FROM (SELECT r.*, {inner} FROM _raw r) r {" ".join(joins)}"""
+    return select, len(verdicts) - 1
+
+
+def _verdicts(con: duckdb.DuckDBPyConnection, schema: pa.DataFrameSchema, as_of: datetime):
+    """`_checked`: `_raw` typed, with each row's verdict (`verdicts_select`)."""
+    if schema.metadata.get("normalise_country"):
+        _country_table(con)
+    select, duplicate = verdicts_select(schema, "$as_of")
+    uses_as_of = bool(schema.metadata.get("defer_after_as_of"))
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE _checked AS {select}",
+        {"as_of": as_of} if uses_as_of else None,
     )
-    return len(verdicts) - 1
+    return duplicate
 
 
 def judge(

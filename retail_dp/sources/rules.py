@@ -27,19 +27,58 @@ DUCKDB_TYPES = {
     "date": "DATE",
     "datetime64[ns]": "TIMESTAMP",
 }
-# how each type is parsed from text; `{x}` is the text. NULL means it does not parse.
-PARSERS = {
-    "VARCHAR": "{x}",
-    "BIGINT": (
-        "CASE WHEN isfinite(TRY_CAST({x} AS DOUBLE)) "
-        "AND TRY_CAST({x} AS DOUBLE) = trunc(TRY_CAST({x} AS DOUBLE)) "
-        "THEN TRY_CAST(trim({x}) AS BIGINT) END"
-    ),
-    "DOUBLE": "CASE WHEN isfinite(TRY_CAST({x} AS DOUBLE)) THEN TRY_CAST({x} AS DOUBLE) END",
-    "BOOLEAN": "TRY_CAST(trim({x}) AS BOOLEAN)",
-    "DATE": "coalesce(TRY_CAST(trim({x}) AS DATE), "
-    "CAST(timezone('UTC', TRY_CAST(trim({x}) AS TIMESTAMPTZ)) AS DATE))",
-    "TIMESTAMP": "timezone('UTC', TRY_CAST(trim({x}) AS TIMESTAMPTZ))",
+# How each type is parsed from text, per engine; `{x}` is the text, NULL when it does not parse.
+# Both are written in DuckDB's dialect (Spark's is transpiled from it, retail_dp/spark/sql.py).
+# The two engines' casts accept different text: DuckDB reads `1_000` as a number and
+# `infinity` as a date, Spark reads `2026-01-05 25:00:00` as a date and refuses `12.0` as a
+# BIGINT. So each parser first narrows the text to what it means on both, and a test feeds
+# both engines the same awkward text (tests/test_spark.py).
+PARSERS: dict[str, dict[str, str]] = {
+    "duckdb": {
+        "VARCHAR": "{x}",
+        "BIGINT": (
+            "CASE WHEN NOT contains({x}, '_') AND isfinite(TRY_CAST({x} AS DOUBLE)) "
+            "AND TRY_CAST({x} AS DOUBLE) = trunc(TRY_CAST({x} AS DOUBLE)) "
+            "THEN TRY_CAST(trim({x}) AS BIGINT) END"
+        ),
+        "DOUBLE": (
+            "CASE WHEN NOT contains({x}, '_') AND isfinite(TRY_CAST({x} AS DOUBLE)) "
+            "THEN TRY_CAST({x} AS DOUBLE) END"
+        ),
+        "BOOLEAN": "TRY_CAST(trim({x}) AS BOOLEAN)",
+        # DuckDB also reads the words `epoch` and `infinity` as dates: not from a CSV
+        "DATE": (
+            "CASE WHEN left(trim({x}), 1) BETWEEN '0' AND '9' THEN coalesce("
+            "TRY_CAST(trim({x}) AS DATE), "
+            "CAST(timezone('UTC', TRY_CAST(trim({x}) AS TIMESTAMPTZ)) AS DATE)) END"
+        ),
+        "TIMESTAMP": (
+            "CASE WHEN left(trim({x}), 1) BETWEEN '0' AND '9' "
+            "THEN timezone('UTC', TRY_CAST(trim({x}) AS TIMESTAMPTZ)) END"
+        ),
+    },
+    # NaN and infinity are the doubles whose absolute value is not <= the largest finite one
+    "spark": {
+        "VARCHAR": "{x}",
+        "BIGINT": (
+            "CASE WHEN NOT contains({x}, '_') "
+            "AND abs(TRY_CAST({x} AS DOUBLE)) <= 1.7976931348623157e308 "
+            "AND TRY_CAST({x} AS DOUBLE) % 1 = 0 "
+            "THEN TRY_CAST(TRY_CAST(trim({x}) AS DECIMAL(38, 6)) AS BIGINT) END"
+        ),
+        "DOUBLE": (
+            "CASE WHEN NOT contains({x}, '_') "
+            "AND abs(TRY_CAST({x} AS DOUBLE)) <= 1.7976931348623157e308 "
+            "THEN TRY_CAST({x} AS DOUBLE) END"
+        ),
+        "BOOLEAN": "TRY_CAST(trim({x}) AS BOOLEAN)",
+        "DATE": (
+            "coalesce(CASE WHEN regexp_matches(trim({x}), "
+            "'^[0-9]{{4}}-[0-9]{{1,2}}-[0-9]{{1,2}}$') THEN TRY_CAST(trim({x}) AS DATE) END, "
+            "CAST(TRY_CAST(trim({x}) AS TIMESTAMP) AS DATE))"
+        ),
+        "TIMESTAMP": "TRY_CAST(trim({x}) AS TIMESTAMP)",
+    },
 }
 WHAT_PARSES = {
     "BIGINT": "a whole number within BIGINT",
@@ -76,9 +115,9 @@ def duckdb_type(column: pa.Column) -> str:
         ) from exc
 
 
-def parse(column: pa.Column, text: str) -> str:
+def parse(column: pa.Column, text: str, engine: str = "duckdb") -> str:
     """SQL for the typed value of `text`; NULL when it does not fit the column's type."""
-    return PARSERS[duckdb_type(column)].format(x=text)
+    return PARSERS[engine][duckdb_type(column)].format(x=text)
 
 
 def check_predicate(check: pa.Check, expr: str) -> str:
