@@ -7,7 +7,10 @@
     cast(sum(cast({{ expression }} as decimal(38, 6))) as double)
 {%- endmacro %}
 
-{#- The mean of `expression` over non-null values, exactly as above. -#}
+{#-
+  The mean of `expression` over non-null values, the sum exactly as above. Divided as DOUBLE:
+  DuckDB does that for a DECIMAL too, where Spark would round the quotient to 6 decimals.
+-#}
 {% macro exact_avg(expression) -%}
-    cast(sum(cast({{ expression }} as decimal(38, 9))) / count({{ expression }}) as double)
+    cast(sum(cast({{ expression }} as decimal(38, 9))) as double) / count({{ expression }})
 {%- endmacro %}

@@ -6,6 +6,10 @@
   int_refresh_scope says so. A run that builds everything without an error or failed test moves
   reference.refresh_watermark to the last load it consumed; a failed run leaves it, so the next
   run refreshes those customers again. Rebuilding a customer twice gives the same rows.
+
+  On Spark (Parquet tables, no DELETE) these models are full `table` rebuilds: every customer is
+  in scope on every run, the load registry (sources.loads, sources.changes) is not read, and no
+  watermark is kept. The spark__ variants below say so.
 -#}
 
 {#- TRUE for a row of a customer this run refreshes; `column` names the customer. -#}
@@ -23,8 +27,52 @@
     {%- endif -%}
 {%- endmacro %}
 
+{#- The load registry's tables, which exist on DuckDB only: empty on Spark. -#}
+{% macro registry_loads() -%}
+    {{ return(adapter.dispatch('registry_loads')()) }}
+{%- endmacro %}
+
+{% macro default__registry_loads() -%}
+    sources.loads
+{%- endmacro %}
+
+{% macro spark__registry_loads() -%}
+    (select
+        cast(null as bigint) as load_id,
+        cast(null as {{ dbt.type_string() }}) as source,
+        cast(null as {{ dbt.type_string() }}) as mode
+    where false)
+{%- endmacro %}
+
+{% macro registry_changes() -%}
+    {{ return(adapter.dispatch('registry_changes')()) }}
+{%- endmacro %}
+
+{% macro default__registry_changes() -%}
+    sources.changes
+{%- endmacro %}
+
+{% macro spark__registry_changes() -%}
+    (select
+        cast(null as bigint) as load_id,
+        cast(null as {{ dbt.type_string() }}) as source,
+        cast(null as {{ dbt.type_string() }}) as key,
+        cast(null as {{ dbt.type_string() }}) as customer_id,
+        cast(null as {{ dbt.type_string() }}) as change
+    where false)
+{%- endmacro %}
+
 {#- The load the incremental models are caught up to, or NULL before their first build. -#}
 {% macro refresh_watermark() -%}
+    {{ return(adapter.dispatch('refresh_watermark')()) }}
+{%- endmacro %}
+
+{#- Spark keeps no watermark: every run is a first build. -#}
+{% macro spark__refresh_watermark() -%}
+    cast(null as bigint)
+{%- endmacro %}
+
+{% macro default__refresh_watermark() -%}
     {%- set relation = adapter.get_relation(
         database=target.database, schema='reference', identifier='refresh_watermark') -%}
     {%- if relation is not none -%}
@@ -36,6 +84,14 @@
 
 {#- on-run-end: move the watermark when this run refreshed the models and nothing failed. -#}
 {% macro advance_refresh_watermark(results) -%}
+    {{ return(adapter.dispatch('advance_refresh_watermark')(results)) }}
+{%- endmacro %}
+
+{% macro spark__advance_refresh_watermark(results) -%}
+    select 1
+{%- endmacro %}
+
+{% macro default__advance_refresh_watermark(results) -%}
     {%- set scoped = [] -%}
     {%- set failed = [] -%}
     {%- for result in results -%}
@@ -62,6 +118,16 @@
   those customers with `where_refreshed()`). A change of its columns needs --full-refresh.
 -#}
 {% macro incremental_by_customer() -%}
+    {{ return(adapter.dispatch('incremental_by_customer')()) }}
+{%- endmacro %}
+
+{#- Spark: a full rebuild each run (is_incremental() is then false: no scope is applied). -#}
+{% macro spark__incremental_by_customer() -%}
+    -- depends_on: {{ ref('int_refresh_scope') }}, {{ ref('int_touched_customers') }}
+    {{ config(materialized='table') }}
+{%- endmacro %}
+
+{% macro default__incremental_by_customer() -%}
     -- depends_on: {{ ref('int_refresh_scope') }}, {{ ref('int_touched_customers') }}
     {{ config(
         materialized='incremental',

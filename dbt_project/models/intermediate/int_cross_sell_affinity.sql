@@ -51,7 +51,7 @@ rules as (
         pair_counts.days_before_as_of,
         pair_counts.antecedent,
         pair_counts.consequent,
-        1.0 * pair_counts.both_ / category_counts.buyers as confidence
+        cast(pair_counts.both_ as double) / category_counts.buyers as confidence
     from pair_counts
     inner join category_counts
         on pair_counts.days_before_as_of = category_counts.days_before_as_of

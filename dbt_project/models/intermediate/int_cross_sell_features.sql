@@ -31,9 +31,9 @@ customer_stats as (
         {{ dbt.datediff('max(purchase_ts)', 'max(cutoff)', 'day') }} as recency_days,
         -- the BG/NBD summary at the snapshot (purchase days, weeks)
         count(distinct purchase_date) - 1 as frequency,
-        {{ dbt.datediff('min(purchase_date)', 'max(purchase_date)', 'day') }} / 7.0
+        cast({{ dbt.datediff('min(purchase_date)', 'max(purchase_date)', 'day') }} as double) / 7
             as recency_weeks,
-        {{ dbt.datediff('min(purchase_date)', 'cast(max(cutoff) as date)', 'day') }} / 7.0
+        cast({{ dbt.datediff('min(purchase_date)', 'cast(max(cutoff) as date)', 'day') }} as double) / 7
             as age_weeks
     from history
     group by days_before_as_of, customer_id
@@ -105,7 +105,7 @@ transition_lags as (
         days_before_as_of,
         antecedent,
         consequent,
-        least(floor(lag_days / {{ lag_bucket_days }}), {{ last_lag_bucket }}) as lag_bucket,
+        least(floor(cast(lag_days as double) / {{ lag_bucket_days }}), {{ last_lag_bucket }}) as lag_bucket,
         count(*) as transitions
     from next_adoptions
     group by 1, 2, 3, 4
@@ -177,8 +177,8 @@ pair_shares as (
         transitions.consequent,
         transitions.lag_bucket,
         transitions.transitions,
-        1.0 * transitions.transitions / category_counts.buyers as share,
-        1.0 * transitions.due / category_counts.buyers as due_share
+        cast(transitions.transitions as double) / category_counts.buyers as share,
+        cast(transitions.due as double) / category_counts.buyers as due_share
     from transitions
     inner join category_counts
         on transitions.days_before_as_of = category_counts.days_before_as_of
@@ -196,7 +196,7 @@ owned as (
         -- how long ago the customer adopted this category, in lag buckets
         least(
             floor(
-                {{ dbt.datediff('adoptions.adopted_on', 'cast(cutoffs.cutoff as date)', 'day') }}
+                cast({{ dbt.datediff('adoptions.adopted_on', 'cast(cutoffs.cutoff as date)', 'day') }} as double)
                 / {{ lag_bucket_days }}
             ),
             {{ last_lag_bucket }}
@@ -265,7 +265,7 @@ final as (
         customer_stats.age_weeks,
         coalesce(affinity.confidence_max, 0) as confidence_max,
         coalesce(affinity.confidence_mean, 0) as confidence_mean,
-        1.0 * coalesce(category_counts.buyers, 0) / basket_totals.customers as category_support,
+        cast(coalesce(category_counts.buyers, 0) as double) / basket_totals.customers as category_support,
         last_adoption.days_since_last_adoption,
         coalesce(sequence.next_adoption_share, 0) as next_adoption_share,
         coalesce(sequence.next_adoption_share_due, 0) as next_adoption_share_due,

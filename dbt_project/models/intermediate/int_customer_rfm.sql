@@ -15,9 +15,9 @@ final as (
     select
         customer_id,
         frequency,
-        {{ dbt.datediff('first_purchase_date', 'last_purchase_date', 'day') }} / 7.0
+        cast({{ dbt.datediff('first_purchase_date', 'last_purchase_date', 'day') }} as double) / 7
             as recency_weeks,
-        {{ dbt.datediff('first_purchase_date', 'cast(' ~ as_of() ~ ' as date)', 'day') }} / 7.0
+        cast({{ dbt.datediff('first_purchase_date', 'cast(' ~ as_of() ~ ' as date)', 'day') }} as double) / 7
             as age_weeks,
         monetary_value,
         day_spend as total_spend

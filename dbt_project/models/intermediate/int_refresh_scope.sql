@@ -6,7 +6,7 @@ with
 
 loads as (
 
-    select * from sources.loads
+    select * from {{ registry_loads() }}
 
 ),
 

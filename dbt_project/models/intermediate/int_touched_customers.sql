@@ -11,7 +11,7 @@ scope as (
 changes as (
 
     select changes.*
-    from sources.changes as changes
+    from {{ registry_changes() }} as changes
     cross join scope
     where changes.load_id > coalesce(scope.caught_up_to, -1)
 

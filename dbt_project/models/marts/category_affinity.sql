@@ -99,10 +99,10 @@ measured as (
 
     select
         counted.*,
-        1.0 * antecedent_count / basket_count as antecedent_support,
-        1.0 * consequent_count / basket_count as consequent_support,
-        1.0 * pair_count / basket_count as support,
-        1.0 * pair_count / nullif(antecedent_count, 0) as confidence
+        cast(antecedent_count as double) / basket_count as antecedent_support,
+        cast(consequent_count as double) / basket_count as consequent_support,
+        cast(pair_count as double) / basket_count as support,
+        cast(pair_count as double) / nullif(antecedent_count, 0) as confidence
     from counted
 
 ),

@@ -83,12 +83,13 @@ final as (
     select
         profile.*,
         spend / nullif(purchases, 0) as average_spend,
-        case
+        -- decimal(2,1) on every engine (Spark would type these literals decimal(1,1))
+        cast(case
             when recency < 30 and spend > 500 then 0.9
             when recency between 30 and 90 and spend between 100 and 500 then 0.5
             when recency > 90 or spend < 100 then 0.2
             else 0.1
-        end as churn_probability,
+        end as decimal(2, 1)) as churn_probability,
         {{ dataos_cross_sell_score(
             'mntwines', 'mntmeatproducts', 'mntfishproducts',
             'mntsweetproducts', 'mntgoldprods', 'mntfruits', 'purchases'

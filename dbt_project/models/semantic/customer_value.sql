@@ -16,7 +16,7 @@ select
         when m.orders_365d >= 10 then '10+'
         when m.orders_365d >= 5 then '5-9'
         when m.orders_365d >= 3 then '3-4'
-        else cast(m.orders_365d as varchar)
+        else cast(m.orders_365d as {{ dbt.type_string() }})
     end as orders_365d_band,
     p.average_spend,
     p.churn_probability,

@@ -1,3 +1,11 @@
 -- MetricFlow's daily time spine: one row per day over every date the product can hold.
-select cast(d as date) as date_day
-from range(date '2000-01-01', date '2040-01-01', interval 1 day) as t(d)
+with
+
+days as (
+
+    {{ dbt.date_spine('day', "cast('2000-01-01' as date)", "cast('2040-01-01' as date)") }}
+
+)
+
+select cast(date_day as date) as date_day
+from days
