@@ -15,10 +15,11 @@
 
 {% macro spark__register_lake_tables() -%}
     {%- if execute -%}
+        {%- set lake = spark_lake_dir() -%}
         {%- for name in lake_tables_to_register() -%}
             {%- set schema, identifier = name.split('.') -%}
             {%- set relation = api.Relation.create(schema=schema, identifier=identifier, type='table') -%}
-            {%- set location = spark_dir() ~ '/lake/' ~ schema ~ '/' ~ identifier -%}
+            {%- set location = lake ~ '/' ~ schema ~ '/' ~ identifier -%}
             {%- do run_query('create database if not exists ' ~ adapter.quote(schema)) -%}
             {%- do run_query('drop table if exists ' ~ relation) -%}
             {%- do run_query(
@@ -66,7 +67,12 @@
     {{ return(tables) }}
 {%- endmacro %}
 
-{#- Where the Spark target keeps its lake, warehouse and metastore (profiles.yml, same default). -#}
-{% macro spark_dir() -%}
-    {{ return(env_var('RETAIL_DP_SPARK_DIR', '../data/spark')) }}
+{#-
+  <RETAIL_DP_SPARK_DIR>/lake, as an absolute URI: beside the warehouse directory profiles.yml
+  sets, which Spark has made absolute (a relative LOCATION would not be read from the working
+  directory).
+-#}
+{% macro spark_lake_dir() -%}
+    {%- set warehouse = run_query('set spark.sql.warehouse.dir').rows[0][1] -%}
+    {{ return(warehouse.rstrip('/').rsplit('/', 1)[0] ~ '/lake') }}
 {%- endmacro %}
