@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 from collections.abc import Callable
@@ -11,7 +12,7 @@ from pathlib import Path
 
 from retail_dp.quality.report import SLO_CATEGORIES
 from retail_dp.resources import WarehouseUnavailable, parse_as_of, probe_warehouse
-from retail_dp.settings import OPENAPI_DOC, Settings, env_help
+from retail_dp.settings import ENGINE_VAR, ENGINES, OPENAPI_DOC, Settings, env_help
 
 
 def _date(value: str) -> date:
@@ -46,7 +47,10 @@ SETTING_FLAGS = ("data_dir", "warehouse", "policies")
 def settings_from_args(args: argparse.Namespace) -> Settings:
     """The command's settings: a flag given wins, else its environment variable, else the
     default (Settings.from_env applies the last two)."""
-    return Settings.from_env(**{name: getattr(args, name, None) for name in SETTING_FLAGS})
+    return Settings.from_env(
+        engine=getattr(args, "engine", None),
+        **{name: getattr(args, name, None) for name in SETTING_FLAGS},
+    )
 
 
 def _require_data_dir(settings: Settings) -> None:
@@ -59,6 +63,11 @@ def _require_data_dir(settings: Settings) -> None:
 def _preflight_run(settings: Settings) -> None:
     _require_data_dir(settings)
     probe_warehouse(settings.warehouse)
+    if settings.engine == "spark" and importlib.util.find_spec("pyspark") is None:
+        raise UsageError(
+            "the Spark engine needs the [spark] extra: make install-spark "
+            "(pip install -c requirements.lock -e '.[spark]')"
+        )
 
 
 def _preflight_check(settings: Settings) -> None:
@@ -84,6 +93,15 @@ def _location_args(parser: argparse.ArgumentParser) -> None:
         "--as-of",
         type=_as_of,
         help="reference time, ISO date or timestamp in UTC (default: the run's start)",
+    )
+
+
+def _engine_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--engine",
+        choices=ENGINES,
+        help=f"what loads and transforms (default: ${ENGINE_VAR}, else duckdb); spark needs "
+        "the [spark] extra, and DuckDB serves either way",
     )
 
 
@@ -130,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
         "rebuilt; the result equals a full rebuild at the same as_of.",
     )
     _location_args(run)
+    _engine_arg(run)
     run.add_argument(
         "--full-refresh",
         action="store_true",
@@ -152,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
         "a bad selection or a missing warehouse.",
     )
     _location_args(check)
+    _engine_arg(check)
     check.add_argument(
         "--select",
         nargs="+",

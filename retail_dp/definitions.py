@@ -13,7 +13,7 @@ from retail_dp.descriptors import Catalog
 from retail_dp.quality.assets import build_slo_attainment_asset
 from retail_dp.quality.checks import build_slo_checks, dbt_test_incidents
 from retail_dp.quality.dbt_sources import build_source_test_checks
-from retail_dp.resources import LandingZone, ReferenceTime, RefreshMode, Warehouse
+from retail_dp.resources import Engine, LandingZone, ReferenceTime, RefreshMode, Warehouse
 from retail_dp.settings import Settings
 from retail_dp.sources.assets import build_source_assets
 from retail_dp.transform.assets import build_dbt_assets, dbt_executable, dbt_project
@@ -81,6 +81,7 @@ def build_definitions(settings: Settings, extra_jobs=()) -> dg.Definitions:
             "landing_zone": LandingZone(data_dir=str(settings.data_dir)),
             "reference_time": ReferenceTime(),
             "refresh_mode": RefreshMode(),
+            "engine": Engine(name=settings.engine, spark_dir=str(settings.spark_dir)),
             "dbt": DbtCliResource(
                 project_dir=str(project.project_dir),
                 profiles_dir=str(project.profiles_dir),

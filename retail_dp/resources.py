@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,6 +12,10 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 from dagster_duckdb import DuckDBResource
+
+from retail_dp.settings import ENV_VARS
+
+SPARK_DIR_VAR = ENV_VARS["spark_dir"]
 
 
 def parse_as_of(value: str) -> datetime:
@@ -184,3 +189,27 @@ class Warehouse(DuckDBResource):
             yield con
         finally:
             con.close()
+
+
+class Engine(dg.ConfigurableResource):
+    """Which engine loads and transforms: DuckDB (the default) or Spark (retail_dp/spark).
+    Whichever it is, the DuckDB warehouse ends up with the same tables and serves them."""
+
+    name: str = "duckdb"
+    # the Spark engine's lake, tables and metastore (Settings.spark_dir)
+    spark_dir: str = ""
+
+    @property
+    def is_spark(self) -> bool:
+        return self.name == "spark"
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        if self.is_spark:
+            # dbt-spark's profile reads it (dbt_project/profiles.yml); dbt inherits the env
+            os.environ[SPARK_DIR_VAR] = str(Path(self.spark_dir).resolve())
+
+    def spark(self):
+        """This process's Spark session (pyspark from the [spark] extra)."""
+        from retail_dp.spark.session import spark_session
+
+        return spark_session(Path(self.spark_dir).resolve())

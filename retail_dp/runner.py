@@ -53,6 +53,8 @@ class RunReport:
     # the newest load of each source: (source, mode, reason, files, rows read, rows changed)
     loads: list[tuple] = field(default_factory=list)
     failure: str | None = None
+    # steps Dagster skipped because an output upstream never came: the run did not do its job
+    skipped: list[str] = field(default_factory=list)
 
     @property
     def failed_error_checks(self) -> list[CheckOutcome]:
@@ -60,7 +62,7 @@ class RunReport:
 
     @property
     def ok(self) -> bool:
-        return self.success and not self.failed_error_checks
+        return self.success and not self.failed_error_checks and not self.skipped
 
 
 def instance_for(home: Path) -> dg.DagsterInstance:
@@ -163,7 +165,14 @@ def run_refresh(
             if e.is_step_success
         },
         failure=failure,
+        skipped=sorted({e.step_key for e in result.all_events if e.is_step_skipped}),
     )
+    if report.skipped and not report.failure:
+        report.failure = (
+            f"{len(report.skipped)} step(s) skipped because an upstream output never came: "
+            + ", ".join(report.skipped[:5])
+            + (" ..." if len(report.skipped) > 5 else "")
+        )
     if settings.warehouse.exists():
         _read_warehouse(report)
     return report

@@ -17,7 +17,7 @@ from dagster_dbt import DbtCliResource, DbtProject
 
 from retail_dp.descriptors import Alerts, SloCategory
 from retail_dp.quality.incidents import Evaluation, record
-from retail_dp.resources import ReferenceTime, Warehouse
+from retail_dp.resources import Engine, ReferenceTime, Warehouse
 from retail_dp.transform.assets import prepare_dbt_run
 from retail_dp.transform.dbt_tests import test_category
 
@@ -95,9 +95,12 @@ def build_source_test_checks(
         dbt: DbtCliResource,
         warehouse: Warehouse,
         reference_time: ReferenceTime,
+        engine: Engine,
     ):
         selected = [t for t in tests if t.key in context.selected_asset_check_keys]
-        dbt_vars, target_path = prepare_dbt_run(warehouse, reference_time.resolve(context), project)
+        dbt_vars, target_path = prepare_dbt_run(
+            warehouse, reference_time.resolve(context), project, engine=engine
+        )
         results, evaluations = run_source_tests(dbt, manifest_path, selected, dbt_vars, target_path)
         with warehouse.get_connection() as con:
             record(

@@ -6,7 +6,7 @@ import dagster as dg
 import pandera.pandas as pa
 
 from retail_dp.descriptors import Catalog, DataProduct, LandingInput, SloCategory
-from retail_dp.resources import LandingZone, ReferenceTime, RefreshMode, Warehouse
+from retail_dp.resources import Engine, LandingZone, ReferenceTime, RefreshMode, Warehouse
 from retail_dp.sources.contracts import build_contracts, upstream_sources
 from retail_dp.sources.ingest import LoadResult, load_source, table
 from retail_dp.sources.profile import profile_markdown, profile_table
@@ -49,19 +49,37 @@ def build_source_asset(product: DataProduct, contract: pa.DataFrameSchema) -> dg
         landing_zone: LandingZone,
         reference_time: ReferenceTime,
         refresh_mode: RefreshMode,
+        engine: Engine,
     ) -> dg.MaterializeResult:
         as_of = reference_time.resolve(context)
+        freshness = product.slos[SloCategory.freshness].column
         with warehouse.get_connection() as con:
-            result = load_source(
-                con,
-                contract,
-                Path(landing_zone.data_dir),
-                landing.location,
-                as_of,
-                context.run_id,
-                freshness_column=product.slos[SloCategory.freshness].column,
-                full_refresh=refresh_mode.full_refresh,
-            )
+            if engine.is_spark:
+                from retail_dp.spark.ingest import load_source as spark_load_source
+                from retail_dp.spark.lake import Lake
+
+                result = spark_load_source(
+                    engine.spark(),
+                    con,
+                    contract,
+                    Path(landing_zone.data_dir),
+                    landing.location,
+                    as_of,
+                    Lake.of(Path(engine.spark_dir)),
+                    context.run_id,
+                    freshness_column=freshness,
+                )
+            else:
+                result = load_source(
+                    con,
+                    contract,
+                    Path(landing_zone.data_dir),
+                    landing.location,
+                    as_of,
+                    context.run_id,
+                    freshness_column=freshness,
+                    full_refresh=refresh_mode.full_refresh,
+                )
             profile = profile_table(con, table(contract.name), result.columns)
         if not result.reconciles:
             raise dg.Failure(
@@ -80,6 +98,7 @@ def build_source_asset(product: DataProduct, contract: pa.DataFrameSchema) -> dg
             metadata={
                 "as_of": as_of.isoformat(sep=" "),
                 "files": result.files,
+                "engine": engine.name,
                 "load_mode": result.mode,
                 "load_reason": result.reason,
                 "files_loaded": result.files_loaded,

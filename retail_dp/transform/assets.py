@@ -20,13 +20,14 @@ import duckdb
 from dagster_dbt import (
     DagsterDbtTranslator,
     DagsterDbtTranslatorSettings,
+    DbtCliInvocation,
     DbtCliResource,
     DbtProject,
     dbt_assets,
 )
 
 from retail_dp.descriptors import Catalog, SloCategory
-from retail_dp.resources import ReferenceTime, RefreshMode, Warehouse
+from retail_dp.resources import Engine, ReferenceTime, RefreshMode, Warehouse
 from retail_dp.transform.dbt_tests import test_categories, test_category
 
 # what the quality layer does with a step's dbt test results once dbt has released the
@@ -94,10 +95,12 @@ def prepare_dbt_run(
     project: DbtProject,
     refresh_mode: RefreshMode | None = None,
     refit_every_days: int = 7,
+    engine: Engine | None = None,
 ) -> tuple[list[str], Path]:
     """Write the run's as_of and whether it refits the models where the models read them
-    (`as_of()` and `refit()` read RUN_CONTEXT), and return the `--vars` arguments and the
-    target folder for this warehouse.
+    (`as_of()` and `refit()` read RUN_CONTEXT), and return the dbt arguments (`--vars`, and
+    the target on Spark) and the target folder for this warehouse and engine. On Spark, the
+    tables dbt reads go to the lake first (spark/dbt.py).
 
     Neither changes from one run to the next on the same warehouse, so dbt keeps its partial
     parse there instead of re-parsing the project on every call."""
@@ -113,10 +116,23 @@ def prepare_dbt_run(
             "CAST(? AS BOOLEAN) AS refit, CAST(? AS VARCHAR) AS refit_reason",
             [as_of, refit, why],
         )
+        if engine is not None and engine.is_spark:
+            from retail_dp.spark.dbt import write_dbt_inputs
+            from retail_dp.spark.lake import Lake
+
+            write_dbt_inputs(con, Lake.of(Path(engine.spark_dir)), Path(project.project_dir))
     dbt_vars = json.dumps(
         {"warehouse": warehouse.database, "memory_limit": warehouse.memory_limit}, sort_keys=True
     )
     digest = hashlib.sha256(dbt_vars.encode()).hexdigest()[:12]
+    if engine is not None and engine.is_spark:
+        from retail_dp.spark.dbt import SPARK_TARGET
+
+        spark = hashlib.sha256(str(Path(engine.spark_dir).resolve()).encode()).hexdigest()[:12]
+        return (
+            ["--vars", dbt_vars, "--target", SPARK_TARGET],
+            Path(project.target_path) / f"spark-{spark}",
+        )
     return ["--vars", dbt_vars], Path(project.target_path) / f"warehouse-{digest}"
 
 
@@ -183,11 +199,12 @@ def _dbt_step(
     exclude: str | None = None,
 ) -> dg.AssetsDefinition:
     categories = test_categories(project.manifest_path)
+    translator = DataProductTranslator(catalog)
 
     @dbt_assets(
         manifest=project.manifest_path,
         project=project,
-        dagster_dbt_translator=DataProductTranslator(catalog),
+        dagster_dbt_translator=translator,
         name=name,
         select=select,
         exclude=exclude,
@@ -198,6 +215,7 @@ def _dbt_step(
         warehouse: Warehouse,
         reference_time: ReferenceTime,
         refresh_mode: RefreshMode,
+        engine: Engine,
     ):
         dbt_vars, target_path = prepare_dbt_run(
             warehouse,
@@ -205,22 +223,67 @@ def _dbt_step(
             project,
             refresh_mode,
             catalog.consumer.refresh.refit_every_days,
+            engine,
         )
         results: list[dg.AssetCheckResult] = []
         # incremental models rebuild only the customers whose lines changed, unless asked
         full = ["--full-refresh"] if refresh_mode.full_refresh else []
         build = dbt.cli(["build", *dbt_vars, *full], context=context, target_path=target_path)
+        outputs = set()
         for event in build.stream():
             if isinstance(event, dg.AssetCheckResult):
                 event = _with_category(event, categories)
                 results.append(event)
+            elif isinstance(event, dg.Output):
+                outputs.add(event.output_name)
             yield event
+        _require_outputs(context, build, translator, project, outputs)
+        if engine.is_spark:
+            # the tables dbt built on Spark, into the warehouse the fits and checks read
+            from retail_dp.spark.dbt import mirror_built_tables
+
+            with warehouse.get_connection() as con:
+                copied = mirror_built_tables(
+                    con,
+                    Path(engine.spark_dir),
+                    project.manifest_path,
+                    build.get_artifact("run_results.json"),
+                )
+            context.log.info(f"copied {len(copied)} Spark tables into DuckDB: {copied}")
         if on_test_results and results:
             # dbt has exited and released the warehouse
             with warehouse.get_connection() as con:
                 on_test_results(con, results, context.run_id)
 
     return _models
+
+
+def _require_outputs(
+    context: dg.AssetExecutionContext,
+    build: DbtCliInvocation,
+    translator: DagsterDbtTranslator,
+    project: DbtProject,
+    outputs: set[str],
+) -> None:
+    """Fail when dbt built a model whose result never reached Dagster: its log line could not
+    be read (once, a Spark progress bar written into it), and the steps downstream would be
+    skipped in a run that still looked green."""
+    manifest = build.manifest
+    built = {
+        translator.get_asset_spec(manifest, r["unique_id"], project).key
+        for r in build.get_artifact("run_results.json")["results"]
+        if r["status"] == "success" and r["unique_id"].startswith(("model.", "seed."))
+    }
+    missing = sorted(
+        key.to_user_string()
+        for key in built & context.selected_asset_keys
+        if context.assets_def.get_output_name_for_asset_key(key) not in outputs
+    )
+    if missing:
+        raise dg.Failure(
+            f"dbt built {len(missing)} model(s) whose results Dagster did not receive: "
+            f"{', '.join(missing)} (dbt's JSON log lines were unreadable)"
+        )
 
 
 def _with_category(
