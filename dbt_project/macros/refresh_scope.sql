@@ -14,6 +14,14 @@
 
 {#- TRUE for a row of a customer this run refreshes; `column` names the customer. -#}
 {% macro in_refresh_scope(column='customer_id') -%}
+    {{ return(adapter.dispatch('in_refresh_scope')(column)) }}
+{%- endmacro %}
+
+{% macro spark__in_refresh_scope(column='customer_id') -%}
+    true
+{%- endmacro %}
+
+{% macro default__in_refresh_scope(column='customer_id') -%}
     ((select all_customers from {{ ref('int_refresh_scope') }})
      or {{ column }} in (select customer_id from {{ ref('int_touched_customers') }}))
 {%- endmacro %}
