@@ -10,7 +10,7 @@ export DAGSTER_HOME := $(CURDIR)/dagster_home
 export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 export DO_NOT_TRACK := 1
 
-.PHONY: install run check slo serve serve-sql mcp contracts test dev generate lint backtest bench-fits \
+.PHONY: install install-spark test-spark run check slo serve serve-sql mcp contracts test dev generate lint backtest bench-fits \
 	bench-generate bench-pipeline bench-delivery bench-hub bench-load bench-sql clean
 
 # Create the virtual environment from the lock file and parse the dbt project.
@@ -74,7 +74,20 @@ $(CHROMIUM):
 	else echo "the hub's browser tests need Debian's chromium: sudo apt-get install chromium"; fi
 
 test: $(STAMP) $(CHROMIUM)
-	$(BIN)/pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 1; fi; exit $$rc
+	$(BIN)/pytest -q -m "not spark"; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 1; fi; exit $$rc
+
+# The Spark engine (RETAIL_DP_ENGINE=spark): the [spark] extra (pyspark and dbt-spark, a 456 MB
+# download, under the lock's constraints), then the tests that compare it with DuckDB.
+SPARK_STAMP := $(VENV)/.spark-stamp
+$(SPARK_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/pip install --quiet -c requirements.lock -e '.[spark]'
+	touch $(SPARK_STAMP)
+
+install-spark: $(SPARK_STAMP)
+
+test-spark: $(SPARK_STAMP)
+	RETAIL_DP_REQUIRE_SPARK=1 $(BIN)/pytest -q -m spark; rc=$$?; \
+		if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 1; fi; exit $$rc
 
 dev: $(STAMP)
 	$(BIN)/dagster dev -w workspace.yaml

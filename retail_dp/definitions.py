@@ -16,6 +16,7 @@ from retail_dp.quality.dbt_sources import build_source_test_checks
 from retail_dp.resources import Engine, LandingZone, ReferenceTime, RefreshMode, Warehouse
 from retail_dp.settings import Settings
 from retail_dp.sources.assets import build_source_assets
+from retail_dp.spark.dbt import SPARK_TARGET
 from retail_dp.transform.assets import build_dbt_assets, dbt_executable, dbt_project
 from retail_dp.transform.marts import check_outputs, load_marts, semantic_tables
 
@@ -82,10 +83,12 @@ def build_definitions(settings: Settings, extra_jobs=()) -> dg.Definitions:
             "reference_time": ReferenceTime(),
             "refresh_mode": RefreshMode(),
             "engine": Engine(name=settings.engine, spark_dir=str(settings.spark_dir)),
+            # the dbt target matches the engine (dbt_project/profiles.yml)
             "dbt": DbtCliResource(
                 project_dir=str(project.project_dir),
                 profiles_dir=str(project.profiles_dir),
                 dbt_executable=dbt_executable(),
+                target=SPARK_TARGET if settings.engine == "spark" else None,
             ),
         },
         # one DuckDB file admits one writer: run steps in one process, one after another

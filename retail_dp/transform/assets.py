@@ -98,9 +98,9 @@ def prepare_dbt_run(
     engine: Engine | None = None,
 ) -> tuple[list[str], Path]:
     """Write the run's as_of and whether it refits the models where the models read them
-    (`as_of()` and `refit()` read RUN_CONTEXT), and return the dbt arguments (`--vars`, and
-    the target on Spark) and the target folder for this warehouse and engine. On Spark, the
-    tables dbt reads go to the lake first (spark/dbt.py).
+    (`as_of()` and `refit()` read RUN_CONTEXT), and return the `--vars` arguments and the
+    target folder for this warehouse and engine (the dbt resource names the engine's dbt
+    target). On Spark, the tables dbt reads go to the lake first (spark/dbt.py).
 
     Neither changes from one run to the next on the same warehouse, so dbt keeps its partial
     parse there instead of re-parsing the project on every call."""
@@ -126,13 +126,8 @@ def prepare_dbt_run(
     )
     digest = hashlib.sha256(dbt_vars.encode()).hexdigest()[:12]
     if engine is not None and engine.is_spark:
-        from retail_dp.spark.dbt import SPARK_TARGET
-
         spark = hashlib.sha256(str(Path(engine.spark_dir).resolve()).encode()).hexdigest()[:12]
-        return (
-            ["--vars", dbt_vars, "--target", SPARK_TARGET],
-            Path(project.target_path) / f"spark-{spark}",
-        )
+        return ["--vars", dbt_vars], Path(project.target_path) / f"spark-{spark}"
     return ["--vars", dbt_vars], Path(project.target_path) / f"warehouse-{digest}"
 
 
