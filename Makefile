@@ -11,7 +11,7 @@ export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 export DO_NOT_TRACK := 1
 
 .PHONY: install install-spark test-spark run check slo serve serve-sql mcp contracts test dev generate lint backtest bench-fits \
-	bench-generate bench-pipeline bench-delivery bench-hub bench-load bench-sql clean
+	bench-generate bench-pipeline bench-engines bench-delivery bench-hub bench-load bench-sql clean
 
 # Create the virtual environment from the lock file and parse the dbt project.
 $(STAMP): pyproject.toml requirements.lock
@@ -111,6 +111,9 @@ bench-generate: $(STAMP)
 
 bench-pipeline: $(STAMP)
 	$(BIN)/python benchmarks/pipeline_bench.py
+
+bench-engines: $(SPARK_STAMP)
+	$(BIN)/python benchmarks/engine_bench.py
 
 bench-delivery: $(STAMP)
 	$(BIN)/python benchmarks/delivery_bench.py

@@ -112,6 +112,34 @@ def test_a_misspelt_override_is_refused():
         Settings.from_env(warehous="x.duckdb")
 
 
+@pytest.mark.parametrize("command", ["run", "check"])
+def test_the_engine_comes_from_the_flag_else_the_environment(monkeypatch, command):
+    assert resolve(command).engine == "duckdb"
+    monkeypatch.setenv("RETAIL_DP_ENGINE", "spark")
+    assert resolve(command).engine == "spark"
+    assert resolve(command, "--engine", "duckdb").engine == "duckdb"
+
+
+def test_an_unknown_engine_is_refused_naming_the_variable(monkeypatch):
+    monkeypatch.setenv("RETAIL_DP_ENGINE", "snowflake")
+    with pytest.raises(ValueError, match="RETAIL_DP_ENGINE='snowflake': the engine is one of"):
+        Settings.from_env()
+
+
+def test_run_on_spark_without_the_extra_says_how_to_install_it(monkeypatch, tmp_path, capsys):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "pyspark" else real(name, *a)
+    )
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    args = ["run", "--engine", "spark", "--data-dir", str(landing)]
+    assert main([*args, "--warehouse", str(tmp_path / "w.duckdb")]) == 2
+    assert "make install-spark" in one_line(capsys.readouterr().err)
+
+
 @pytest.mark.parametrize(
     ("command", "expected"),
     [
