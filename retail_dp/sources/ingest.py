@@ -286,7 +286,7 @@ def verdicts_select(
         f"coalesce({typed[c]} > {as_of}, FALSE)" for c in schema.metadata.get("defer_after_as_of")
     )
     deferral = [Rule("deferred", "", deferred, "NULL")] if deferred else []
-    verdicts = [*deferral, *rules, _duplicate_rule(schema)]
+    verdicts = [*deferral, *rules, duplicate_rule(schema)]
     inner = ", ".join(f"{parsed[c]} AS {ident('_t_' + c)}" for c in columns)
     first = "CASE " + " ".join(f"WHEN {r.condition} THEN {i}" for i, r in enumerate(verdicts[:-1]))
     select = f"""SELECT r._row, r._file, r._line,
@@ -339,7 +339,7 @@ def judge(
     return con.execute("SELECT count(*) FROM _raw").fetchall()[0][0]
 
 
-def _duplicate_rule(schema: pa.DataFrameSchema) -> Rule:
+def duplicate_rule(schema: pa.DataFrameSchema) -> Rule:
     key, newest_by = schema.metadata["key"], schema.metadata["newest_by"]
     return Rule(
         "duplicate_key",
@@ -369,7 +369,7 @@ def _mark_duplicates(con: duckdb.DuckDBPyConnection, schema: pa.DataFrameSchema,
     far more. An increment's rows compete with the accepted rows of their keys, which
     `_add_competitors` put in `_checked` beforehand."""
     key, newest_by = schema.metadata["key"], schema.metadata["newest_by"]
-    dup = _duplicate_rule(schema)
+    dup = duplicate_rule(schema)
     detail = dup.detail.replace(ident(key), f"c.{ident(key)}")
     con.execute(
         f"""UPDATE _checked c SET _rule = {rule}, _reason = {literal(dup.reason)},
@@ -499,7 +499,7 @@ def load_source(
             raise
     finally:
         drop_judgement(con)
-    return _result(con, source, files, columns, schema, audit, plan, per_file, changed)
+    return load_result(con, source, files, columns, schema, audit, plan, per_file, changed)
 
 
 def _per_file(con, plan: Plan, dropped: dict[str, int]) -> dict[str, tuple[int, ...]]:
@@ -618,7 +618,7 @@ def _audit_state(con, schema: pa.DataFrameSchema, files, as_of, freshness_column
     return audit
 
 
-def _result(con, source, files, columns, schema, audit, plan, per_file, changed) -> LoadResult:
+def load_result(con, source, files, columns, schema, audit, plan, per_file, changed) -> LoadResult:
     accepted = con.execute(f"SELECT count(*) FROM {table(source)}").fetchall()[0][0]
     by_reason = dict(
         con.execute(

@@ -29,9 +29,9 @@ from retail_dp.sources.ingest import (
     QUARANTINE,
     SUPPRESSED_COLUMN,
     LoadResult,
-    _duplicate_rule,
-    _result,
+    duplicate_rule,
     ensure_schema,
+    load_result,
     read_suppression_list,
     table,
     verdicts_select,
@@ -122,7 +122,7 @@ def _judge(spark: SparkSession, schema: pa.DataFrameSchema, as_of: datetime, lak
     )
     spark.sql(to_spark(select)).createOrReplaceTempView("_verdicts")
     key, newest_by = schema.metadata["key"], schema.metadata["newest_by"]
-    dup = _duplicate_rule(schema)
+    dup = duplicate_rule(schema)
     # of the accepted rows sharing a key, the newest by `newest_by` (then file, then row) wins
     rank = (
         f"row_number() OVER (PARTITION BY {ident(key)}, _rule IS NULL "
@@ -215,7 +215,7 @@ def load_source(
         checked.unpersist()
         for view in ("_raw", "_verdicts", "_checked", "_countries"):
             spark.catalog.dropTempView(view)
-    return _result(con, source, files, columns, schema, audit, plan, per_file, changed)
+    return load_result(con, source, files, columns, schema, audit, plan, per_file, changed)
 
 
 def _per_file(spark: SparkSession, paths, dropped: Counter) -> dict[str, tuple[int, ...]]:
