@@ -16,8 +16,11 @@ the textbook formulas overflow. Every fit returns a `FitReport` saying how it we
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
+from functools import cache
 
 import numpy as np
 import pandas as pd
@@ -116,6 +119,47 @@ class GammaGamma:
         return {k: getattr(self, k) for k in ("p", "q", "gamma", "log_likelihood")}
 
 
+# --- distinct rows, and terms on both cores --------------------------------------------------
+
+
+def distinct_rows(*columns: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The distinct rows of the columns in sorted order, each input row's index into them,
+    and their counts: what `np.unique(axis=0)` returns, found by hashing (pandas) rather than
+    by sorting every row, about twice as fast at 1M customers."""
+    frame = pd.DataFrame(dict(enumerate(np.asarray(c, dtype=float) for c in columns)))
+    groups = frame.groupby(list(frame.columns), sort=True, dropna=False)
+    sizes = groups.size()
+    rows = np.column_stack(
+        [sizes.index.get_level_values(i).to_numpy(float) for i in range(len(columns))]
+    )
+    return rows, groups.ngroup().to_numpy(), sizes.to_numpy()
+
+
+# below this many rows a thread pool costs more than it saves
+_PARALLEL_ROWS = 100_000
+
+
+@cache
+def _pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="clv")
+
+
+def _in_parallel(terms: Callable, n: int, *columns: np.ndarray):
+    """`terms` over contiguous slices of the columns on every core (numpy and scipy's
+    ufuncs release the GIL), concatenated: the same arrays, element for element, as one call
+    over all rows. `terms` returns a per-row array, or a tuple of per-row arrays whose last
+    axis is the row."""
+    parts = min(os.cpu_count() or 1, n // _PARALLEL_ROWS)
+    if parts <= 1:
+        return terms(*columns)
+    bounds = np.linspace(0, n, parts + 1).astype(int)
+    slices = [slice(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
+    done = list(_pool().map(lambda part: terms(*(c[part] for c in columns)), slices))
+    if isinstance(done[0], tuple):
+        return tuple(np.concatenate(arrays, axis=-1) for arrays in zip(*done, strict=True))
+    return np.concatenate(done, axis=-1)
+
+
 # --- BG/NBD -------------------------------------------------------------------------------
 
 
@@ -173,7 +217,9 @@ def bgnbd_objective(
 
     def objective(log_params: np.ndarray) -> tuple[float, np.ndarray]:
         params = np.exp(log_params)
-        ll, grad = _bgnbd_terms(params, x, t_x, T, model == "mbgnbd")
+        ll, grad = _in_parallel(
+            lambda *rows: _bgnbd_terms(params, *rows, model == "mbgnbd"), x.size, x, t_x, T
+        )
         return -float(weights @ ll) / total, -(grad @ weights) * params / total
 
     return objective
@@ -196,7 +242,7 @@ def fit_bgnbd(
         nan = float("nan")
         report = _empty_report("no customers with a purchase")
         return BgNbd(nan, nan, nan, nan, report=report, model=model)
-    triples, counts = np.unique(np.column_stack([x, t_x, T]), axis=0, return_counts=True)
+    triples, _, counts = distinct_rows(x, t_x, T)
     weights = counts.astype(float)
     objective = bgnbd_objective(*triples.T, weights, model)
     mean_age = float(weights @ triples[:, 2]) / weights.sum()  # summed in the sorted order
@@ -284,9 +330,14 @@ def expected_purchases(
     x, t_x, T = (np.asarray(v, dtype=float) for v in (x, t_x, T))
     if x.size == 0:
         return np.zeros(0)
-    pairs, inverse = np.unique(np.column_stack([x, T]), axis=0, return_inverse=True)
+    pairs, inverse, _ = distinct_rows(x, T)
     posterior = replace(model, b=model.b + 1) if model.dropout_at_first else model
-    if_alive = _expected_if_alive(posterior, t, pairs[:, 0], pairs[:, 1])
+    if_alive = _in_parallel(
+        lambda *columns: _expected_if_alive(posterior, t, *columns),
+        len(pairs),
+        pairs[:, 0],
+        pairs[:, 1],
+    )
     return probability_alive(model, x, t_x, T) * if_alive[inverse.ravel()]
 
 
@@ -386,7 +437,7 @@ def gamma_gamma_objective(x: np.ndarray, m: np.ndarray, weights: np.ndarray) -> 
 
     def objective(log_params: np.ndarray) -> tuple[float, np.ndarray]:
         params = np.exp(log_params)
-        ll, grad = _gamma_gamma_terms(params, x, m)
+        ll, grad = _in_parallel(lambda *rows: _gamma_gamma_terms(params, *rows), x.size, x, m)
         return -float(weights @ ll) / total, -(grad @ weights) * params / total
 
     return objective
@@ -416,7 +467,7 @@ def fit_gamma_gamma(
         report = FitReport("degenerate", False, 0, None, buyers, 0.0, (reason,))
         nan = float("nan")
         return GammaGamma(nan, nan, nan, report=report, fallback_value=fallback_value)
-    pairs, counts = np.unique(np.column_stack([x, m]), axis=0, return_counts=True)
+    pairs, _, counts = distinct_rows(x, m)
     objective = gamma_gamma_objective(*pairs.T, counts.astype(float))
     start = np.log([2.0, 3.0, float(np.mean(m))])
     log_params, mean_ll, converged, iterations = _fit(objective, start)
