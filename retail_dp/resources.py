@@ -113,6 +113,19 @@ _LOCK_HOLDER = re.compile(r"Conflicting lock is held in (?P<program>.+?) \(PID (
 _CANNOT_OPEN = re.compile(r'Cannot open file "[^"]*": (?P<reason>.+)')
 
 
+@contextmanager
+def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """Everything in the block is written, or nothing is: a failed load or copy leaves the
+    warehouse as it was."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+
+
 class WarehouseUnavailable(Exception):
     """The warehouse file cannot be opened. The message is one line, fit for a terminal."""
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import duckdb
 import pandera.pandas as pa
 
+from retail_dp.resources import transaction
 from retail_dp.sources.audit import LandingAudit, audit_judgement, save_audit
 from retail_dp.sources.contracts import country_spellings, upstream_sources
 from retail_dp.sources.landing import (
@@ -487,16 +488,11 @@ def load_source(
             _add_competitors(con, schema)
         _mark_duplicates(con, schema, duplicate)
         per_file = _per_file(con, plan, dropped)
-        con.execute("BEGIN TRANSACTION")
-        try:
+        with transaction(con):
             changed = _apply(con, schema, plan, as_of, run_id)
             record_load(con, plan, schema, as_of, run_id, suppressed, per_file, changed)
             audit = _audit_state(con, schema, files, as_of, freshness_column, run_id)
             save_audit(con, audit)
-            con.execute("COMMIT")
-        except Exception:
-            con.execute("ROLLBACK")
-            raise
     finally:
         drop_judgement(con)
     return load_result(con, source, files, columns, schema, audit, plan, per_file, changed)

@@ -16,6 +16,7 @@ from pathlib import Path
 import duckdb
 import yaml
 
+from retail_dp.resources import transaction
 from retail_dp.sources.rules import ident, literal
 from retail_dp.spark.lake import Lake
 
@@ -102,8 +103,7 @@ def mirror_built_tables(
     manifest = json.loads(manifest_path.read_text())
     copied = []
     con.execute("SET TimeZone = 'UTC'")
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(con):
         for node in _built_tables(manifest, run_results):
             schema, name = node["schema"], node["alias"]
             folder = spark_dir / WAREHOUSE_FOLDER / f"{schema}.db" / name
@@ -126,8 +126,4 @@ def mirror_built_tables(
                 f"SELECT {', '.join(columns)} FROM {reader}"
             )
             copied.append(f"{schema}.{name}")
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
     return copied

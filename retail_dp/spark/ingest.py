@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import duckdb
 import pandera.pandas as pa
 
+from retail_dp.resources import transaction
 from retail_dp.sources.audit import audit_judgement, save_audit
 from retail_dp.sources.contracts import country_spellings, upstream_sources
 from retail_dp.sources.ingest import (
@@ -201,16 +202,11 @@ def load_source(
             freshness_column,
             run_id,
         )
-        con.execute("BEGIN TRANSACTION")
-        try:
+        with transaction(con):
             changed = mirror_load(con, schema, lake)
             record_load(con, plan, schema, as_of, run_id, suppressed, per_file, changed)
             audit.rows_suppressed = sum(dropped.values())
             save_audit(con, audit)
-            con.execute("COMMIT")
-        except Exception:
-            con.execute("ROLLBACK")
-            raise
     finally:
         checked.unpersist()
         for view in ("_raw", "_verdicts", "_checked", "_countries"):
