@@ -196,3 +196,29 @@ def test_as_of_is_parsed_as_utc():
 
     assert parse_as_of("2026-07-01T08:00:00+02:00") == datetime(2026, 7, 1, 6, 0, 0)
     assert parse_as_of("2026-07-01") == datetime(2026, 7, 1)
+
+
+def test_a_model_dbt_built_that_never_reached_dagster_fails_the_run(built, tmp_path, monkeypatch):
+    """When dbt's log lines cannot be read (once, a Spark progress bar written into them),
+    dagster-dbt emits no output for the models dbt built and every step downstream is skipped:
+    the dbt step fails naming them, and the run is not ok, instead of exiting 0."""
+    from dagster_dbt import DbtCliInvocation
+
+    real = DbtCliInvocation.stream
+
+    def unreadable(self, *args, **kwargs):
+        return (e for e in real(self, *args, **kwargs) if not isinstance(e, dg.Output))
+
+    monkeypatch.setattr(DbtCliInvocation, "stream", unreadable)
+    settings = built[1]
+    copy = tmp_path / "retail_dp.duckdb"
+    copy.write_bytes(settings.warehouse.read_bytes())
+    report = run_refresh(
+        Settings.from_env(data_dir=settings.data_dir, warehouse=copy),
+        as_of=AS_OF,
+        instance=dg.DagsterInstance.ephemeral(),
+        selection=["marts/dim_product", "marts/customer_category_profile"],
+    )
+    assert not report.ok
+    assert "whose results Dagster did not receive" in report.failure
+    assert "marts/dim_product" in report.failure
