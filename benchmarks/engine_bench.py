@@ -9,6 +9,9 @@ process tree (the job, Spark's JVM, dbt and dbt-spark's JVM), sampled from /proc
 then Spark's time as a multiple of DuckDB's.
 
     python benchmarks/engine_bench.py [--customers 2240 1000000] [--repeat 1]
+                                      [--engines duckdb spark]
+
+Each run's figures are printed as it ends, so a failed later run keeps the earlier ones.
 
 Needs the [spark] extra (make install-spark).
 """
@@ -31,6 +34,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from pipeline_bench import AS_OF, FIT_STEPS, landing  # noqa: E402
 
 SOURCES = ("customer_info", "product", "purchase")
+STAGES = ("seconds", "load", "dbt", "fits", "rest", "peak_mb")
 DBT_STEPS = ("cross_sell_dbt_models", "semantic_layer_dbt_models", "dbt_source_tests")
 
 PIPELINE = """
@@ -114,24 +118,27 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--customers", type=int, nargs="+", default=[2240, 1_000_000])
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument(
+        "--engines", nargs="+", choices=("duckdb", "spark"), default=["duckdb", "spark"]
+    )
     args = parser.parse_args()
     rows = []
     for customers in args.customers:
         data_dir = landing(customers)
-        runs: dict[str, list[dict]] = {"duckdb": [], "spark": []}
+        runs: dict[str, list[dict]] = {engine: [] for engine in args.engines}
         for _ in range(args.repeat):
             for engine in runs:
                 with tempfile.TemporaryDirectory(dir=ROOT / "data" / "bench") as tmp:
                     print(f"{customers:,} customers on {engine} ...", flush=True)
-                    runs[engine].append(run_build(engine, data_dir, Path(tmp)))
+                    run = run_build(engine, data_dir, Path(tmp))
+                    runs[engine].append(run)
+                    figures = {k: round(run[k], 1) for k in STAGES}
+                    print(f"  {engine}: {json.dumps(figures)}", flush=True)
         median = {
-            engine: {
-                k: statistics.median(r[k] for r in found)
-                for k in ("seconds", "load", "dbt", "fits", "rest", "peak_mb")
-            }
+            engine: {k: statistics.median(r[k] for r in found) for k in STAGES}
             for engine, found in runs.items()
         }
-        rows.append((customers, runs["duckdb"][0]["lines"], median))
+        rows.append((customers, next(iter(runs.values()))[0]["lines"], median))
     print()
     print(
         "| customers | lines | engine | full build | load | dbt | fits | rest | peak memory "
@@ -139,13 +146,13 @@ def main() -> None:
     )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for customers, lines, median in rows:
-        for engine in ("duckdb", "spark"):
-            m = median[engine]
-            ratio = m["seconds"] / median["duckdb"]["seconds"]
+        for engine, m in median.items():
+            base = median.get("duckdb")
+            ratio = f"{m['seconds'] / base['seconds']:.2f}x" if base else "-"
             print(
                 f"| {customers:,} | {lines:,} | {engine} | {m['seconds']:.1f} s | "
                 f"{m['load']:.1f} | {m['dbt']:.1f} | {m['fits']:.1f} | {m['rest']:.1f} | "
-                f"{m['peak_mb']:,.0f} MB | {ratio:.2f}x |"
+                f"{m['peak_mb']:,.0f} MB | {ratio} |"
             )
     print(f"\nmedians of {args.repeat} run(s) per engine and size; every build in a fresh process")
 
