@@ -403,18 +403,53 @@ class Calibrated:
         return self.base.as_records()
 
 
-def customer_scores(rows: pd.DataFrame, probability: np.ndarray) -> pd.Series:
+@dataclass(frozen=True)
+class Customers:
+    """The customers of a set of rows: each row's code (0, 1, ... in customer_id order), the
+    ids in that order and each one's first row. Rows sorted by customer_id (as the scoring
+    reads them) are coded by one pass over the ids; any other order by hashing them."""
+
+    codes: np.ndarray
+    ids: np.ndarray
+    first_rows: np.ndarray
+
+    @classmethod
+    def of(cls, rows: pd.DataFrame) -> Customers:
+        ids = rows["customer_id"].to_numpy()
+        if len(ids) and np.all(ids[1:] >= ids[:-1]):
+            starts = np.r_[True, ids[1:] != ids[:-1]]
+            return cls(np.cumsum(starts) - 1, ids[starts], np.flatnonzero(starts))
+        codes, uniques = pd.factorize(ids, sort=True)
+        return cls(codes, np.asarray(uniques), np.unique(codes, return_index=True)[1])
+
+    def index(self, like: pd.Series) -> pd.Index:
+        return pd.Index(self.ids, dtype=like.dtype, name=like.name)
+
+    def any(self, flags: np.ndarray) -> np.ndarray:
+        """Per customer: whether any of their rows is flagged."""
+        counts = np.bincount(self.codes, weights=flags.astype(float), minlength=len(self.ids))
+        return counts > 0
+
+
+def customer_scores(
+    rows: pd.DataFrame, probability: np.ndarray, customers: Customers | None = None
+) -> pd.Series:
     """P(at least one new category) per customer, from the per-category probabilities (a
     missing probability counts as 0)."""
+    customers = customers or Customers.of(rows)
     p = np.clip(np.nan_to_num(np.asarray(probability, dtype=float)), 0, 1 - 1e-12)
-    log_none = pd.Series(np.log1p(-p), index=rows.index)
-    scores = -np.expm1(log_none.groupby(rows["customer_id"], sort=True).sum())
+    # grouped by the integer codes, not the ids: the same sums, without hashing strings
+    log_none = pd.Series(np.log1p(-p)).groupby(customers.codes, sort=True).sum()
+    scores = pd.Series(-np.expm1(log_none.to_numpy()), index=customers.index(rows["customer_id"]))
     return scores.round(9)
 
 
-def row_codes(rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """Integer codes of each row's customer and category (categories in name order)."""
-    return pd.factorize(rows["customer_id"])[0], pd.factorize(rows["category"], sort=True)[0]
+def row_codes(
+    rows: pd.DataFrame, customers: Customers | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Integer codes of each row's customer and category (both in id or name order)."""
+    customers = customers or Customers.of(rows)
+    return customers.codes, pd.factorize(rows["category"], sort=True)[0]
 
 
 def within_customer_rank(
@@ -464,24 +499,25 @@ def score_customers(
     rows = rows.assign(score=np.asarray(probability, dtype=float))
     if rows.empty:
         return _empty_scores(label)
-    out = _top_three(rows, ranking).join(customer_scores(rows, rows["score"].to_numpy()).rename(
-        "cross_sell_opportunity_score"))  # fmt: skip
+    customers = Customers.of(rows)
+    codes = row_codes(rows, customers)
+    score = rows["score"].to_numpy()
+    ours = within_customer_rank(rows, [score], codes)
+    top = ours if ranking == "model" else None
+    out = _top_three(rows, ranking, customers, codes, top)
+    out["cross_sell_opportunity_score"] = customer_scores(rows, score, customers)
     if label is None:
         return out.rename_axis("customer_id").reset_index()
     bought = pd.to_numeric(rows[label], errors="coerce").fillna(0).to_numpy() > 0
-    rankers = {"ours": [rows["score"].to_numpy()], **baseline_rankings(rows)}
-    codes = row_codes(rows)
-    hits = {}
-    for name, keys in rankers.items():
-        rank = within_customer_rank(rows, keys, codes)
+    buyer = customers.any(bought)
+    for name, keys in {"ours": None, **baseline_rankings(rows)}.items():
+        rank = ours if keys is None else within_customer_rank(rows, keys, codes)
         for k in (1, 3):
-            hits[f"hit_at_{k}_{name}"] = bought & (rank <= k)
-    per_customer = pd.DataFrame(hits, index=rows.index).groupby(rows["customer_id"]).any()
-    buyer = pd.Series(bought, index=rows.index).groupby(rows["customer_id"]).any()
-    recency = pd.to_numeric(rows["recency_days"], errors="coerce").groupby(rows["customer_id"])
-    out = out.join(per_customer.astype(float).where(buyer, np.nan))
+            hit = customers.any(bought & (rank <= k)).astype(float)
+            out[f"hit_at_{k}_{name}"] = np.where(buyer, hit, np.nan)
     out["new_category_buyer"] = buyer.astype(float)
-    out["recency_days"] = recency.first().astype(float)
+    recency = pd.to_numeric(rows["recency_days"], errors="coerce").to_numpy(float)
+    out["recency_days"] = recency[customers.first_rows]  # the same on every customer's row
     return out.rename_axis("customer_id").reset_index()
 
 
@@ -499,20 +535,32 @@ def _empty_scores(label: str | None) -> pd.DataFrame:
 _BASELINE_INPUTS = ["category_support", "next_adoptions_after_last"]
 
 
-def _top_three(rows: pd.DataFrame, ranking: str = "model") -> pd.DataFrame:
-    keys = [rows["score"].to_numpy()]
-    if ranking == "popularity":  # ties by the model's probability
-        keys = [_popularity(rows), *keys]
-    rank = within_customer_rank(rows, keys)
-    top = rows.loc[rank <= 3, ["customer_id", "category", "score"]].assign(rank=rank[rank <= 3])
-    wide = top.pivot(index="customer_id", columns="rank", values=["category", "score"])
-    out = pd.DataFrame(index=pd.Index(rows["customer_id"].unique()).sort_values())
+def _top_three(
+    rows: pd.DataFrame,
+    ranking: str = "model",
+    customers: Customers | None = None,
+    codes: tuple[np.ndarray, np.ndarray] | None = None,
+    rank: np.ndarray | None = None,
+) -> pd.DataFrame:
+    """Per customer (in id order): the three best categories by `ranking` and their scores,
+    missing where the customer has fewer candidates."""
+    customers = customers or Customers.of(rows)
+    if rank is None:
+        keys = [rows["score"].to_numpy()]
+        if ranking == "popularity":  # ties by the model's probability
+            keys = [_popularity(rows), *keys]
+        rank = within_customer_rank(rows, keys, codes or row_codes(rows, customers))
+    category, score = rows["category"].to_numpy(), rows["score"].to_numpy(float)
+    out = pd.DataFrame(index=customers.index(rows["customer_id"]))
     for r in (1, 2, 3):
-        for values, suffix in (("category", ""), ("score", "_score")):
-            column = wide[(values, r)] if (values, r) in wide else pd.Series()
-            # typed even when empty, so the mart's columns keep their types
-            dtype = "str" if values == "category" else float
-            out[f"next_best_category_{r}{suffix}"] = column.reindex(out.index).astype(dtype)
+        at = rank == r
+        names = np.full(len(customers.ids), np.nan, dtype=object)
+        names[customers.codes[at]] = category[at]
+        scores = np.full(len(customers.ids), np.nan)
+        scores[customers.codes[at]] = score[at]
+        # typed even when empty, so the mart's columns keep their types
+        out[f"next_best_category_{r}"] = pd.Series(names, index=out.index, dtype="str")
+        out[f"next_best_category_{r}_score"] = scores
     return out
 
 
