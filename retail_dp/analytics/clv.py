@@ -163,32 +163,66 @@ def _in_parallel(terms: Callable, n: int, *columns: np.ndarray):
 # --- BG/NBD -------------------------------------------------------------------------------
 
 
-def _bgnbd_terms(
-    params: np.ndarray, x: np.ndarray, t_x: np.ndarray, T: np.ndarray, dropout_at_first=False
-) -> tuple[np.ndarray, np.ndarray]:
-    """Each customer's log-likelihood (paper, eq. 6) and its gradient in (r, alpha, a, b).
-    MBG/NBD is the same with k = x + 1 dropout opportunities instead of x (every purchase,
-    the first included, may be the last), so the beta terms use k while the gamma terms keep x."""
-    r, alpha, a, b = params
+def _purchase_terms(params: np.ndarray, x: np.ndarray, dropout_at_first: bool) -> dict:
+    """The parts of each customer's BG/NBD terms that depend on their purchases x alone (and
+    the parameters): the special functions, which cost most. x takes few distinct values, so
+    the objective evaluates these once per value and looks them up per customer."""
+    r, _, a, b = params
     k = x + 1 if dropout_at_first else x
     repeat = k > 0
     b_last = np.where(repeat, b + k - 1, 1.0)  # b + k - 1 > 0 whenever k >= 1
-    common = gammaln(r + x) - gammaln(r) + r * np.log(alpha) + betaln(a, b + k) - betaln(a, b)
+    return {
+        "repeat": repeat,
+        "b_last": b_last,
+        "log_b_last": np.log(b_last),
+        "gammaln_rx": gammaln(r + x),
+        "digamma_rx": digamma(r + x),
+        "betaln_abk": betaln(a, b + k),
+        "digamma_abk": digamma(a + b + k),
+        "digamma_bk": digamma(b + k),
+    }
+
+
+def _bgnbd_terms(
+    params: np.ndarray,
+    x: np.ndarray,
+    t_x: np.ndarray,
+    T: np.ndarray,
+    dropout_at_first=False,
+    by_purchases: tuple[dict, np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each customer's log-likelihood (paper, eq. 6) and its gradient in (r, alpha, a, b).
+    MBG/NBD is the same with k = x + 1 dropout opportunities instead of x (every purchase,
+    the first included, may be the last), so the beta terms use k while the gamma terms keep x.
+    `by_purchases`: `_purchase_terms` over the distinct values of x and each row's index into
+    them (the same numbers as computing them per row)."""
+    r, alpha, a, b = params
+    if by_purchases is None:
+        per_x = _purchase_terms(params, x, dropout_at_first)
+    else:
+        table, codes = by_purchases
+        per_x = {name: values[codes] for name, values in table.items()}
+    repeat, b_last = per_x["repeat"], per_x["b_last"]
+    common = (
+        per_x["gammaln_rx"] - gammaln(r) + r * np.log(alpha) + per_x["betaln_abk"] - betaln(a, b)
+    )
     alive = -(r + x) * np.log(alpha + T)
-    dropped = np.where(repeat, np.log(a) - np.log(b_last) - (r + x) * np.log(alpha + t_x), -np.inf)
+    dropped = np.where(
+        repeat, np.log(a) - per_x["log_b_last"] - (r + x) * np.log(alpha + t_x), -np.inf
+    )
     mix = np.logaddexp(alive, dropped)
     w_alive, w_dropped = np.exp(alive - mix), np.exp(dropped - mix)
-    psi_abx = digamma(a + b + k)
+    psi_abx = per_x["digamma_abk"]
     grad = np.stack(
         [
-            digamma(r + x)
+            per_x["digamma_rx"]
             - digamma(r)
             + np.log(alpha)
             - w_alive * np.log(alpha + T)
             - w_dropped * np.log(alpha + t_x),
             r / alpha - (r + x) * (w_alive / (alpha + T) + w_dropped / (alpha + t_x)),
             digamma(a + b) - psi_abx + w_dropped / a,
-            digamma(b + k) - digamma(b) + digamma(a + b) - psi_abx - w_dropped / b_last,
+            per_x["digamma_bk"] - digamma(b) + digamma(a + b) - psi_abx - w_dropped / b_last,
         ]
     )
     return common + mix, grad
@@ -214,12 +248,16 @@ def bgnbd_objective(
 ) -> Objective:
     """The mean negative log-likelihood over log-parameters and its analytic gradient."""
     total = weights.sum()
+    dropout_at_first = model == "mbgnbd"
+    levels, codes = np.unique(x, return_inverse=True)
+
+    def terms(params, x, t_x, T, codes, table):
+        return _bgnbd_terms(params, x, t_x, T, dropout_at_first, (table, codes))
 
     def objective(log_params: np.ndarray) -> tuple[float, np.ndarray]:
         params = np.exp(log_params)
-        ll, grad = _in_parallel(
-            lambda *rows: _bgnbd_terms(params, *rows, model == "mbgnbd"), x.size, x, t_x, T
-        )
+        table = _purchase_terms(params, levels, dropout_at_first)
+        ll, grad = _in_parallel(lambda *rows: terms(params, *rows, table), x.size, x, t_x, T, codes)
         return -float(weights @ ll) / total, -(grad @ weights) * params / total
 
     return objective
