@@ -14,6 +14,7 @@ not have (docs/scale-out.md: with Delta or Iceberg, a MERGE would do it).
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
@@ -46,6 +47,8 @@ from retail_dp.spark.sql import to_spark
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
+WORK = "work"  # the lake's scratch schema: a load's judged rows, removed when it ends
+
 
 class SparkSql:
     """A DuckDB-like `execute(sql).fetchall()` over Spark, for the code that only reads
@@ -70,7 +73,6 @@ class _Rows:
 
 def _read_file(spark: SparkSession, path: Path, columns: list[str]) -> DataFrame:
     """One landing file's rows, every contract column as text, with its row number."""
-    from pyspark.sql import Window
     from pyspark.sql import functions as F
 
     if path.suffix == ".csv":
@@ -84,7 +86,15 @@ def _read_file(spark: SparkSession, path: Path, columns: list[str]) -> DataFrame
         *(F.col(f"`{c}`").cast("string").alias(c) for c in columns),
         F.monotonically_increasing_id().alias("_order"),
     )
-    line = F.row_number().over(Window.orderBy("_order"))
+    if frame.rdd.getNumPartitions() == 1:
+        # every CSV (multiLine files are not split): the row number is the row's place in
+        # the partition, the low 33 bits of monotonically_increasing_id, with no shuffle; a
+        # window over the file would move every row into one partition and sort it
+        line = F.col("_order").bitwiseAND(F.lit((1 << 33) - 1)) + F.lit(1)
+    else:  # a Parquet file read in several partitions: numbered in their order
+        from pyspark.sql import Window
+
+        line = F.row_number().over(Window.orderBy("_order"))
     return frame.select(F.lit(str(path)).alias("_file"), line.alias("_line"), *columns)
 
 
@@ -108,7 +118,8 @@ def _raw(spark: SparkSession, schema: pa.DataFrameSchema, paths: list[Path], sup
 
 
 def _judge(spark: SparkSession, schema: pa.DataFrameSchema, as_of: datetime, lake: Lake):
-    """`_checked` as a cached frame: `_raw` typed, with verdicts and duplicates decided."""
+    """`_checked`, materialised in the lake: `_raw` typed, with verdicts and duplicates
+    decided."""
     if schema.metadata.get("normalise_country"):
         spark.createDataFrame(
             list(country_spellings().items()), "spelling string, alpha2 string"
@@ -141,7 +152,10 @@ def _judge(spark: SparkSession, schema: pa.DataFrameSchema, as_of: datetime, lak
             FROM (SELECT *, _rule IS NULL AND {rank} > 1 AS _dup FROM _verdicts)"""
         )
     )
-    checked = checked.cache()
+    # materialised once as compressed Parquet in the lake's work area rather than cached:
+    # what a cache cannot hold in memory goes to local disk as serialized rows
+    lake.write(checked, WORK, schema.name)
+    checked = spark.read.parquet(str(lake.path(WORK, schema.name)))
     checked.createOrReplaceTempView("_checked")
     return checked
 
@@ -189,7 +203,7 @@ def load_source(
     columns = list(schema.columns)
     raw, dropped = _raw(spark, schema, list(files.all), suppressed)
     raw.createOrReplaceTempView("_raw")
-    checked = _judge(spark, schema, as_of, lake)
+    _judge(spark, schema, as_of, lake)
     try:
         per_file = _per_file(spark, files.all, dropped)
         _write_lake(spark, schema, plan.load_id, as_of, run_id, lake)
@@ -208,9 +222,9 @@ def load_source(
             audit.rows_suppressed = sum(dropped.values())
             save_audit(con, audit)
     finally:
-        checked.unpersist()
         for view in ("_raw", "_verdicts", "_checked", "_countries"):
             spark.catalog.dropTempView(view)
+        shutil.rmtree(lake.path(WORK, source), ignore_errors=True)
     return load_result(con, source, files, columns, schema, audit, plan, per_file, changed)
 
 
@@ -244,20 +258,30 @@ def _write_lake(spark, schema: pa.DataFrameSchema, load_id: int, as_of, run_id, 
         f"CAST({literal(as_of.isoformat(sep=' '))} AS TIMESTAMP) AS as_of, "
         f"CAST({literal(run_id) if run_id else 'NULL'} AS STRING) AS run_id"
     )
-    stored = f"""SELECT {literal(source)} AS source, c._file AS source_file,
+    # the rows not accepted (a few percent) are broadcast to the raw rows, read once, rather
+    # than every raw row shuffled to meet them; kept for the two writes that follow
+    stored = spark.sql(
+        f"""SELECT /*+ BROADCAST(c) */ {literal(source)} AS source, c._file AS source_file,
             c._line AS source_row, c._reason AS reason, c._field AS field,
             c._detail AS detail, {_record(columns)} AS record, {context}
-        FROM _checked c JOIN _raw r ON r._file = c._file AND r._line = c._line"""
-    quarantined = spark.sql(
-        f"""SELECT *, current_timestamp() AS quarantined_at FROM ({stored})
-        WHERE reason IS NOT NULL AND reason <> 'deferred'"""
-    )
-    lake.write(quarantined, "quarantine", source)
-    deferred = spark.sql(
-        f"SELECT source, source_file, source_row, record, as_of, run_id FROM ({stored}) "
-        "WHERE reason = 'deferred'"
-    )
-    lake.write(deferred, "deferred", source)
+        FROM (SELECT * FROM _checked WHERE _reason IS NOT NULL) c
+        JOIN _raw r ON r._file = c._file AND r._line = c._line"""
+    ).persist()
+    try:
+        stored.createOrReplaceTempView("_stored")
+        quarantined = spark.sql(
+            "SELECT *, current_timestamp() AS quarantined_at FROM _stored "
+            "WHERE reason <> 'deferred'"
+        )
+        lake.write(quarantined, "quarantine", source)
+        deferred = spark.sql(
+            "SELECT source, source_file, source_row, record, as_of, run_id FROM _stored "
+            "WHERE reason = 'deferred'"
+        )
+        lake.write(deferred, "deferred", source)
+    finally:
+        spark.catalog.dropTempView("_stored")
+        stored.unpersist()
 
 
 def mirror_load(con: duckdb.DuckDBPyConnection, schema: pa.DataFrameSchema, lake: Lake) -> int:
