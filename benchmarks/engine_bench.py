@@ -132,7 +132,7 @@ def main() -> None:
                     print(f"{customers:,} customers on {engine} ...", flush=True)
                     run = run_build(engine, data_dir, Path(tmp))
                     runs[engine].append(run)
-                    figures = {k: round(run[k], 1) for k in STAGES}
+                    figures = {k: round(run[k], 1) for k in STAGES} | {"lines": run["lines"]}
                     print(f"  {engine}: {json.dumps(figures)}", flush=True)
         median = {
             engine: {k: statistics.median(r[k] for r in found) for k in STAGES}
