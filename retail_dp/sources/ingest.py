@@ -199,20 +199,24 @@ def _cross_table_rules(
     return joins, rules, warned
 
 
-def _typed_columns(schema: pa.DataFrameSchema, engine: str) -> dict[str, str]:
-    """Each column's parsed value as SQL over the raw alias `r` (countries are looked up in
-    `_countries`, which `country_rows` fills)."""
+def _typed_columns(schema: pa.DataFrameSchema, engine: str) -> tuple[dict[str, str], list[str]]:
+    """Each column's parsed value as SQL over the raw alias `r`, and the joins it needs:
+    countries are looked up in `_countries` (which `_country_table` fills; one row per
+    spelling) by a left join. A correlated subquery did the same, but Spark copied it into every
+    rule that reads the column: judging 1M customers took 145 s on Spark, 15 s with the join."""
     typed = {
         name: parse(column, f"r.{ident(name)}", engine) for name, column in schema.columns.items()
     }
     for name in schema.metadata.get("identifiers", []):
         typed[name] = f"nullif(trim(r.{ident(name)}), '')"
-    for name in schema.metadata.get("normalise_country", []):
-        typed[name] = (
-            f"coalesce((SELECT c.alpha2 FROM _countries c "
-            f"WHERE c.spelling = upper(trim(r.{ident(name)}))), r.{ident(name)})"
+    joins = []
+    for i, name in enumerate(schema.metadata.get("normalise_country", [])):
+        alias = f"_country_{i}"
+        joins.append(
+            f"LEFT JOIN _countries {alias} ON {alias}.spelling = upper(trim(r.{ident(name)}))"
         )
-    return typed
+        typed[name] = f"coalesce({alias}.alpha2, r.{ident(name)})"
+    return typed, joins
 
 
 def _country_table(con: duckdb.DuckDBPyConnection) -> None:
@@ -278,7 +282,7 @@ def verdicts_select(
     `_reason`, `_field`, `_detail`, NULL when accepted, `deferred` for a row dated after
     `as_of` (SQL). Duplicates are decided later, by the returned rule number."""
     columns = list(schema.columns)
-    parsed = _typed_columns(schema, engine)
+    parsed, lookups = _typed_columns(schema, engine)
     # the rules read each parsed value once, from the inner select's `_t_<column>`
     typed = {c: f"r.{ident('_t_' + c)}" for c in columns}
     joins, cross_rules, ceiling_warned = _cross_table_rules(schema, typed, accepted)
@@ -298,7 +302,7 @@ def verdicts_select(
             {_by_rule(verdicts, "detail")} AS _detail,
             {ceiling_warned} AS _ceiling_warned,
             FALSE AS _existing
-        FROM (SELECT r.*, {inner} FROM _raw r) r {" ".join(joins)}"""
+        FROM (SELECT r.*, {inner} FROM _raw r {" ".join(lookups)}) r {" ".join(joins)}"""
     return select, len(verdicts) - 1
 
 
