@@ -1,6 +1,7 @@
 """Model fitting, the only consumer-aligned logic outside dbt: CLV and cross-sell."""
 
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import dagster as dg
 import numpy as np
@@ -427,6 +428,18 @@ def _customers(con, days_before_as_of: int) -> pd.DataFrame:
     ).df()
 
 
+@contextmanager
+def _activity_view(con, activity: pd.DataFrame):
+    """`activity` (one row per customer, `cross_sell.activity`) as the view
+    `_customer_activity`, for the queries that give each candidate row its customer's activity
+    (`LEFT JOIN _customer_activity a USING (customer_id)`)."""
+    con.register("_customer_activity", activity)
+    try:
+        yield
+    finally:
+        con.unregister("_customer_activity")
+
+
 def _training_sample(con, days_before_as_of: int, activity: pd.DataFrame) -> pd.DataFrame:
     """A bounded sample of one snapshot's labelled rows, stratified by the label: every
     buyer's row up to half of MAX_TRAINING_ROWS, non-buyers' rows to fill the rest, each
@@ -453,27 +466,29 @@ def _training_sample(con, days_before_as_of: int, activity: pd.DataFrame) -> pd.
             ORDER BY {SAMPLE_KEY_SQL}, customer_id, category LIMIT ?)"""
         for label in (1, 0)
     )
-    rows = con.execute(
-        f"""WITH drawn AS ({draw})
+    with _activity_view(con, activity):
+        return con.execute(
+            f"""WITH drawn AS ({draw})
         SELECT f.* EXCLUDE (days_before_as_of),
-            CASE d.stratum WHEN 1 THEN ?::DOUBLE / ? ELSE ?::DOUBLE / ? END AS sample_weight
+            CASE d.stratum WHEN 1 THEN ?::DOUBLE / ? ELSE ?::DOUBLE / ? END AS sample_weight,
+            a.* EXCLUDE (customer_id)
         FROM intermediate.int_cross_sell_features f
         JOIN drawn d USING (customer_id, category)
+        LEFT JOIN _customer_activity a USING (customer_id)
         WHERE f.days_before_as_of = ?
-        ORDER BY customer_id, category""",
-        [
-            days_before_as_of,
-            quota[1],
-            days_before_as_of,
-            quota[0],
-            positives,
-            max(quota[1], 1),
-            negatives,
-            max(quota[0], 1),
-            days_before_as_of,
-        ],
-    ).df()
-    return cross_sell.with_activity(rows, activity)[0]
+        ORDER BY f.customer_id, f.category""",
+            [
+                days_before_as_of,
+                quota[1],
+                days_before_as_of,
+                quota[0],
+                positives,
+                max(quota[1], 1),
+                negatives,
+                max(quota[0], 1),
+                days_before_as_of,
+            ],
+        ).df()
 
 
 def _score_snapshot(
@@ -489,13 +504,12 @@ def _score_snapshot(
     same scan): `cross_sell.score_customers` per chunk."""
     # not the BG/NBD summary (`activity` carries what scoring takes from it) nor the spend:
     # fewer columns to convert, a third less time reading 3.9M rows at 1M customers
-    con.register("scoring_activity", activity)  # one row per customer (`cross_sell.activity`)
-    try:
+    with _activity_view(con, activity):
         result = con.execute(
             "SELECT f.* EXCLUDE (days_before_as_of, spend, frequency, recency_weeks, age_weeks), "
             "a.* EXCLUDE (customer_id) "
             "FROM intermediate.int_cross_sell_features f "
-            "LEFT JOIN scoring_activity a USING (customer_id) "
+            "LEFT JOIN _customer_activity a USING (customer_id) "
             "WHERE f.days_before_as_of = ? ORDER BY f.customer_id, f.category",
             [days_before_as_of],
         )
@@ -515,6 +529,4 @@ def _score_snapshot(
                 parts.append(cross_sell.score_customers(rows, scorer.predict(rows), label, ranking))
             if done:
                 break
-    finally:
-        con.unregister("scoring_activity")
     return pd.concat(parts, ignore_index=True)
