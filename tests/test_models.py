@@ -637,6 +637,25 @@ def test_chunked_scoring_equals_scoring_everything_at_once(monkeypatch):
     assert len(whole) == 1500
 
 
+def test_prefetched_chunks_arrive_in_order_up_to_the_empty_one_and_a_failed_fetch_raises():
+    frames = iter([pd.DataFrame({"a": [1]}), pd.DataFrame({"a": [2, 3]}), pd.DataFrame({"a": []})])
+    calls = []
+
+    def fetch():
+        calls.append(1)
+        return next(frames)
+
+    got = list(assets._prefetched(fetch))
+    assert [f["a"].tolist() for f in got] == [[1], [2, 3], []]
+    assert len(calls) == 3  # nothing fetched after the empty frame
+
+    def broken():
+        raise duckdb.IOException("read failed")
+
+    with pytest.raises(duckdb.IOException, match="read failed"):
+        list(assets._prefetched(broken))
+
+
 def test_calibration_recovers_a_planted_hazard_scale_and_keeps_every_ranking():
     """Scores that over-state the hazard by 1 / 0.6: the fit finds k = 0.6, the calibrated
     mean meets the observed rate, the log loss falls, and the ranking (AUC) is unchanged."""

@@ -1,5 +1,6 @@
 """Model fitting, the only consumer-aligned logic outside dbt: CLV and cross-sell."""
 
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
@@ -514,8 +515,7 @@ def _score_snapshot(
             [days_before_as_of],
         )
         parts, carry = [], None
-        while True:
-            chunk = result.fetch_df_chunk(SCORING_CHUNK_VECTORS)
+        for chunk in _prefetched(lambda: result.fetch_df_chunk(SCORING_CHUNK_VECTORS)):
             done = chunk.empty
             if carry is not None:
                 chunk = pd.concat([carry, chunk], ignore_index=True)
@@ -530,3 +530,18 @@ def _score_snapshot(
             if done:
                 break
     return pd.concat(parts, ignore_index=True)
+
+
+def _prefetched(fetch: Callable[[], pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    """`fetch()`'s frames up to and including the first empty one, the next one fetched on
+    another thread while the caller works on the current one (DuckDB converts a chunk while
+    numpy scores the one before)."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fetch") as pool:
+        pending = pool.submit(fetch)
+        while True:
+            chunk = pending.result()
+            if chunk.empty:
+                yield chunk
+                return
+            pending = pool.submit(fetch)
+            yield chunk
