@@ -527,8 +527,6 @@ def _score_snapshot(
             rows = chunk.iloc[:cut]
             if cut or not parts:
                 parts.append(cross_sell.score_customers(rows, scorer.predict(rows), label, ranking))
-            if done:
-                break
     return pd.concat(parts, ignore_index=True)
 
 

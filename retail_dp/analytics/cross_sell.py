@@ -110,8 +110,8 @@ def with_activity(
     if customers is None:
         customers, model = activity(rows)
         report = model.report
-    # `activity` gives one row per customer (drop_duplicates): no validation per call, which
-    # re-hashed every customer of the snapshot for each scoring chunk (12 of 20 s at 1M)
+    # `activity` gives one row per customer (drop_duplicates), so the merge needs no
+    # validation (the product's own scoring and training draw join it in DuckDB instead)
     merged = rows.merge(customers, on="customer_id", how="left")
     return merged, report
 

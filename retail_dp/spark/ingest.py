@@ -117,9 +117,9 @@ def _raw(spark: SparkSession, schema: pa.DataFrameSchema, paths: list[Path], sup
     return raw, dropped
 
 
-def _judge(spark: SparkSession, schema: pa.DataFrameSchema, as_of: datetime, lake: Lake):
-    """`_checked`, materialised in the lake: `_raw` typed, with verdicts and duplicates
-    decided."""
+def _judge(spark: SparkSession, schema: pa.DataFrameSchema, as_of: datetime, lake: Lake) -> None:
+    """The view `_checked`, materialised in the lake: `_raw` typed, with verdicts and
+    duplicates decided."""
     if schema.metadata.get("normalise_country"):
         spark.createDataFrame(
             list(country_spellings().items()), "spelling string, alpha2 string"
@@ -155,9 +155,7 @@ def _judge(spark: SparkSession, schema: pa.DataFrameSchema, as_of: datetime, lak
     # materialised once as compressed Parquet in the lake's work area rather than cached:
     # what a cache cannot hold in memory goes to local disk as serialized rows
     lake.write(checked, WORK, schema.name)
-    checked = spark.read.parquet(str(lake.path(WORK, schema.name)))
-    checked.createOrReplaceTempView("_checked")
-    return checked
+    spark.read.parquet(str(lake.path(WORK, schema.name))).createOrReplaceTempView("_checked")
 
 
 def _spark_ident(name: str) -> str:
