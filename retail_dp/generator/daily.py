@@ -46,12 +46,30 @@ def daily_drops(landing: Path, out: Path, start: date) -> list[Path]:
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir()
-    con = duckdb.connect()
+    # streamed from the landing file, never held whole: a 5M-customer history (10 GB of CSV)
+    # fits in bounded memory. Only the days from `start` on, a small tail, are kept, to sort.
+    scratch = out / ".daily_tmp"
+    con = duckdb.connect(config={"memory_limit": "2GB", "temp_directory": str(scratch)})
+    try:
+        _write_drops(con, landing / "purchase.csv", folder, start)
+        written = _write_days(con, folder, start)
+    finally:
+        con.close()
+        shutil.rmtree(scratch, ignore_errors=True)
+    if in_place:
+        (landing / "purchase.csv").unlink()
+    return written
+
+
+def _write_drops(con: duckdb.DuckDBPyConnection, source: Path, folder: Path, start: date) -> None:
+    """The view `drops` (each line on the day it arrives, corrections added), the history
+    file (its rows in the landing file's order, the corrections after them) and the table
+    `recent` (the lines arriving from `start` on)."""
     con.execute("SET TimeZone = 'UTC'")
     con.execute("SET enable_progress_bar = false")
+    quoted = "'" + str(source).replace("'", "''") + "'"  # a view cannot bind a parameter
     con.execute(
-        "CREATE TABLE lines AS SELECT * FROM read_csv(?, header = true, all_varchar = true)",
-        [str(landing / "purchase.csv")],
+        f"CREATE VIEW lines AS SELECT * FROM read_csv({quoted}, header = true, all_varchar = true)"
     )
     columns = [r[0] for r in con.execute("DESCRIBE lines").fetchall()]
     arrived = (
@@ -66,7 +84,7 @@ def daily_drops(landing: Path, out: Path, start: date) -> list[Path]:
         for c in columns
     )
     con.execute(
-        f"""CREATE TABLE drops AS
+        f"""CREATE VIEW drops AS
         SELECT {", ".join(columns)},
             {arrived} + CASE WHEN {_pick("purchase_id", "late", 0.02)} THEN {LATE_DAYS}
                 ELSE 0 END AS _day, 0 AS _version
@@ -79,28 +97,25 @@ def daily_drops(landing: Path, out: Path, start: date) -> list[Path]:
     )
     names = ", ".join(columns)
     con.execute(
-        f"COPY (SELECT {names} FROM drops WHERE _day < ? ORDER BY _day, _version, purchase_id) "
-        "TO ? (HEADER)",
+        f"COPY (SELECT {names} FROM drops WHERE _day < ?) TO ? (HEADER)",
         [start, str(folder / f"{HISTORY}.csv")],
     )
-    days = [
-        r[0]
-        for r in con.execute(
-            "SELECT DISTINCT _day FROM drops WHERE _day >= ? ORDER BY 1", [start]
-        ).fetchall()
-    ]
+    con.execute("CREATE TEMP TABLE recent AS SELECT * FROM drops WHERE _day >= ?", [start])
+
+
+def _write_days(con: duckdb.DuckDBPyConnection, folder: Path, start: date) -> list[Path]:
+    """One file per day from `start` on, from the table `recent`."""
+    names = ", ".join(r[0] for r in con.execute("DESCRIBE lines").fetchall())
+    days = [r[0] for r in con.execute("SELECT DISTINCT _day FROM recent ORDER BY 1").fetchall()]
     written = []
     for day in days:
         path = folder / f"{day.isoformat()}.csv"
         con.execute(
-            f"COPY (SELECT {names} FROM drops WHERE _day = ? ORDER BY _version, purchase_id) "
+            f"COPY (SELECT {names} FROM recent WHERE _day = ? ORDER BY _version, purchase_id) "
             "TO ? (HEADER)",
             [day, str(path)],
         )
         written.append(path)
-    con.close()
-    if in_place:
-        (landing / "purchase.csv").unlink()
     return written
 
 
