@@ -276,3 +276,34 @@ def test_a_channel_outside_the_descriptors_list_is_kept_and_counted(tmp_path):
     assert results["purchase"].rows_accepted == 2
     warned = {k: n for k, n in results["purchase"].audit.warnings.items() if n}
     assert warned == {"channel breaks isin(['web', 'store', 'catalog'])": 1}
+
+
+def _work_files(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if ".judging" in p.name)
+
+
+def test_judging_works_beside_the_warehouse_and_leaves_nothing_behind(tmp_path):
+    """The rows being judged live in a scratch database beside the warehouse file (compressed,
+    where temp tables spilled uncompressed); after the load it is gone, the warehouse holds no
+    work table and the connection's search path is as it was, also when the load fails."""
+    folder = landing(tmp_path / "in", [customer("1")], [product("P")], [line("1", "1", "P")])
+    home = tmp_path / "it's a warehouse"
+    home.mkdir()
+    con = duckdb.connect(str(home / "wh.duckdb"))
+    con.execute("SET search_path = 'main'")
+    results = {s: load_source(con, CONTRACTS[s], folder, s, AS_OF) for s in CONTRACTS}
+    assert results["purchase"].rows_accepted == 1
+    assert _work_files(home) == []
+    tables = con.execute("SELECT table_catalog, table_name FROM information_schema.tables")
+    assert not [t for t in tables.fetchall() if t[1].startswith("_")]
+    assert con.execute("SELECT current_setting('search_path')").fetchall() == [("main",)]
+    # a purchase file that breaks past the rows the reader samples: it fails while judging
+    lines = [line(str(i), "1", "P") for i in range(1, 30_001)]
+    _write(folder / "purchase.csv", PURCHASE, lines)
+    with (folder / "purchase.csv").open("a") as f:
+        f.write('"x","o","1","P","2026-03-01 10:00:00","1","10.0","web","false","unterminated\n')
+    with pytest.raises(duckdb.Error):
+        load_source(con, CONTRACTS["purchase"], folder, "purchase", AS_OF)
+    assert _work_files(home) == []
+    assert con.execute("SELECT current_setting('search_path')").fetchall() == [("main",)]
+    assert con.execute("SELECT count(*) FROM sources.purchase").fetchall() == [(1,)]

@@ -27,6 +27,7 @@ from retail_dp.sources.ingest import (
     QUARANTINE,
     drop_judgement,
     judge,
+    judging,
     read_suppression_list,
     table,
 )
@@ -56,14 +57,15 @@ def current_audit(
         # names the file and column, not a SQL error; a daily drop may hold no rows
         drop = in_source_folder(path, ctx.data_dir, landing.location)
         check_file_columns(ctx.con, path, schema, rows_required=not drop)
-    try:
-        # the same rows the load would take: erased customers stay out of the audit too
-        rows = judge(ctx.con, schema, files, ctx.as_of, read_suppression_list(ctx.data_dir))
-        audit = audit_judgement(
-            ctx.con, schema, files, rows, ctx.as_of, freshness_column(product), ctx.run_id
-        )
-    finally:
-        drop_judgement(ctx.con)
+    with judging(ctx.con):
+        try:
+            # the same rows the load would take: erased customers stay out of the audit too
+            rows = judge(ctx.con, schema, files, ctx.as_of, read_suppression_list(ctx.data_dir))
+            audit = audit_judgement(
+                ctx.con, schema, files, rows, ctx.as_of, freshness_column(product), ctx.run_id
+            )
+        finally:
+            drop_judgement(ctx.con)
     why = "changed since the last load" if stored else "not loaded yet"
     return audit, f"landing files {why}, audited without loading"
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -113,6 +114,10 @@ def _suppress(con: duckdb.DuckDBPyConnection, schema: pa.DataFrameSchema, digest
         {"digests": list(digests)},
     )
     return Counter(row[0] for row in dropped.fetchall())
+
+
+# the catalog of the work tables a judgement reads and writes (`judging`)
+JUDGING = "_judging"
 
 
 @dataclass
@@ -220,7 +225,7 @@ def _typed_columns(schema: pa.DataFrameSchema, engine: str) -> tuple[dict[str, s
 
 
 def _country_table(con: duckdb.DuckDBPyConnection) -> None:
-    con.execute("CREATE OR REPLACE TEMP TABLE _countries (spelling VARCHAR, alpha2 VARCHAR)")
+    con.execute(f"CREATE OR REPLACE TABLE {JUDGING}._countries (spelling VARCHAR, alpha2 VARCHAR)")
     con.executemany("INSERT INTO _countries VALUES (?, ?)", list(country_spellings().items()))
 
 
@@ -228,7 +233,7 @@ def _raw_table(con: duckdb.DuckDBPyConnection, columns: list[str]) -> None:
     """`_raw`: one row per row to judge, as text, with the file and its row within that file."""
     text = ", ".join(f"{ident(c)} VARCHAR" for c in columns)
     con.execute(
-        f"CREATE OR REPLACE TEMP TABLE _raw (_row BIGINT, _file VARCHAR, _line BIGINT, {text})"
+        f"CREATE OR REPLACE TABLE {JUDGING}._raw (_row BIGINT, _file VARCHAR, _line BIGINT, {text})"
     )
 
 
@@ -313,7 +318,7 @@ def _verdicts(con: duckdb.DuckDBPyConnection, schema: pa.DataFrameSchema, as_of:
     select, duplicate = verdicts_select(schema, "$as_of")
     uses_as_of = bool(schema.metadata.get("defer_after_as_of"))
     con.execute(
-        f"CREATE OR REPLACE TEMP TABLE _checked AS {select}",
+        f"CREATE OR REPLACE TABLE {JUDGING}._checked AS {select}",
         {"as_of": as_of} if uses_as_of else None,
     )
     return duplicate
@@ -326,10 +331,11 @@ def judge(
     as_of: datetime,
     suppressed: list[str] | None = None,
 ) -> int:
-    """Judge every row of the landing files as a full load would, into the temp tables `_raw`
-    (as read) and `_checked` (typed, with each row's verdict). Returns rows read.
+    """Judge every row of the landing files as a full load would, into the work tables `_raw`
+    (as read) and `_checked` (typed, with each row's verdict). Returns rows read. Call it
+    inside `judging(con)`, which holds those tables.
 
-    Writes nothing but temp tables: the quality checks use it to audit a landing zone that has
+    Writes nothing but work tables: the quality checks use it to audit a landing zone that has
     not been loaded."""
     utc_session(con)
     columns = list(schema.columns)
@@ -337,7 +343,7 @@ def judge(
     _read_files(con, columns, files.all)
     dropped = _suppress(con, schema, suppressed)
     con.execute(
-        "CREATE OR REPLACE TEMP TABLE _suppressed AS SELECT ? AS n", [sum(dropped.values())]
+        f"CREATE OR REPLACE TABLE {JUDGING}._suppressed AS SELECT ? AS n", [sum(dropped.values())]
     )
     duplicate = _verdicts(con, schema, as_of)
     _mark_duplicates(con, schema, duplicate)
@@ -395,9 +401,53 @@ def _mark_duplicates(con: duckdb.DuckDBPyConnection, schema: pa.DataFrameSchema,
 
 
 def drop_judgement(con: duckdb.DuckDBPyConnection) -> None:
-    for name in ("_raw", "_checked", "_suppressed", "_taken"):
-        con.execute(f"DROP TABLE IF EXISTS {name}")
+    for name in ("_raw", "_checked", "_suppressed", "_taken", "_countries"):
+        con.execute(f"DROP TABLE IF EXISTS {JUDGING}.{name}")
     con.execute("DROP VIEW IF EXISTS _state")
+
+
+@contextmanager
+def judging(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """Where a judgement's work tables (`_raw`, `_checked`, `_taken`, ...) live for the block:
+    the catalog JUDGING, a scratch database file beside the warehouse (`<file>.judging`),
+    on the search path (so the tables are found by name), detached and deleted at the end.
+    A database file stores them compressed: as temp tables they spilled to disk uncompressed,
+    and a 1M-customer purchase load took 7.7 GB of disk for a 2 GB CSV (1.9 GB this way, in
+    the same time); a 5M one ran out of 42 GB. One judgement at a time per database instance
+    (loads are serialised by the warehouse's single writer anyway)."""
+    scratch = _scratch_file(con)
+    previous = con.execute("SELECT current_setting('search_path')").fetchall()[0][0]
+    _remove(scratch)
+    try:
+        con.execute(f"ATTACH {literal(str(scratch) if scratch else ':memory:')} AS {JUDGING}")
+    except duckdb.BinderException as exc:
+        raise RuntimeError(
+            f"another load or landing audit is judging rows on this warehouse connection: {exc}"
+        ) from exc
+    try:
+        con.execute("SET search_path = ?", [f"{previous or 'main'},{JUDGING}.main"])
+        yield
+    finally:
+        if previous:
+            con.execute("SET search_path = ?", [previous])
+        else:
+            con.execute("RESET search_path")
+        con.execute(f"DETACH {JUDGING}")
+        _remove(scratch)
+
+
+def _scratch_file(con: duckdb.DuckDBPyConnection) -> Path | None:
+    """`<warehouse file>.judging`, or None for an in-memory warehouse."""
+    path = con.execute(
+        "SELECT path FROM duckdb_databases() WHERE database_name = current_database()"
+    ).fetchall()
+    return Path(f"{path[0][0]}.judging") if path and path[0][0] else None
+
+
+def _remove(scratch: Path | None) -> None:
+    if scratch is not None:
+        for leftover in (scratch, Path(f"{scratch}.wal")):
+            leftover.unlink(missing_ok=True)
 
 
 def _customer_column(schema: pa.DataFrameSchema) -> str:
@@ -417,7 +467,7 @@ def _take_back(con: duckdb.DuckDBPyConnection, schema: pa.DataFrameSchema, plan:
     ]
     condition = " OR ".join(["list_contains($gone, _source_file)", *looked_up])
     con.execute(
-        f"CREATE OR REPLACE TEMP TABLE _taken AS SELECT * FROM {accepted} WHERE {condition}",
+        f"CREATE OR REPLACE TABLE {JUDGING}._taken AS SELECT * FROM {accepted} WHERE {condition}",
         {"gone": plan.gone},
     )
 
@@ -469,36 +519,37 @@ def load_source(
             con, path, schema, rows_required=not in_source_folder(path, data_dir, location)
         )
     columns = list(schema.columns)
-    try:
-        _raw_table(con, columns)
-        _read_files(con, columns, [Path(f.path) for f in plan.new])
-        if not plan.full:
-            # rows loaded before whose verdict may change: quarantined (an orphan's customer
-            # may have arrived), deferred (as_of may have passed them), taken back (above)
-            for stored in (QUARANTINE, DEFERRED):
-                _read_records(con, columns, stored, source, plan.retained)
-            _take_back(con, schema, plan)
-            as_text = ", ".join(f"CAST({ident(c)} AS VARCHAR) AS {ident(c)}" for c in columns)
-            _append_raw(
-                con,
-                columns,
-                f"SELECT _source_file AS _file, _source_row AS _line, {as_text} FROM _taken "
-                "WHERE list_contains(?, _source_file)",
-                [plan.retained],
-            )
-        dropped = _suppress(con, schema, suppressed)
-        duplicate = _verdicts(con, schema, as_of)
-        if not plan.full:
-            _add_competitors(con, schema)
-        _mark_duplicates(con, schema, duplicate)
-        per_file = _per_file(con, plan, dropped)
-        with transaction(con):
-            changed = _apply(con, schema, plan, as_of, run_id)
-            record_load(con, plan, schema, as_of, run_id, suppressed, per_file, changed)
-            audit = _audit_state(con, schema, files, as_of, freshness_column, run_id)
-            save_audit(con, audit)
-    finally:
-        drop_judgement(con)
+    with judging(con):
+        try:
+            _raw_table(con, columns)
+            _read_files(con, columns, [Path(f.path) for f in plan.new])
+            if not plan.full:
+                # rows loaded before whose verdict may change: quarantined (an orphan's customer
+                # may have arrived), deferred (as_of may have passed them), taken back (above)
+                for stored in (QUARANTINE, DEFERRED):
+                    _read_records(con, columns, stored, source, plan.retained)
+                _take_back(con, schema, plan)
+                as_text = ", ".join(f"CAST({ident(c)} AS VARCHAR) AS {ident(c)}" for c in columns)
+                _append_raw(
+                    con,
+                    columns,
+                    f"SELECT _source_file AS _file, _source_row AS _line, {as_text} FROM _taken "
+                    "WHERE list_contains(?, _source_file)",
+                    [plan.retained],
+                )
+            dropped = _suppress(con, schema, suppressed)
+            duplicate = _verdicts(con, schema, as_of)
+            if not plan.full:
+                _add_competitors(con, schema)
+            _mark_duplicates(con, schema, duplicate)
+            per_file = _per_file(con, plan, dropped)
+            with transaction(con):
+                changed = _apply(con, schema, plan, as_of, run_id)
+                record_load(con, plan, schema, as_of, run_id, suppressed, per_file, changed)
+                audit = _audit_state(con, schema, files, as_of, freshness_column, run_id)
+                save_audit(con, audit)
+        finally:
+            drop_judgement(con)
     return load_result(con, source, files, columns, schema, audit, plan, per_file, changed)
 
 
