@@ -11,7 +11,9 @@ last day, then the last day's file. Each measurement runs in a fresh process:
 Time, time per step and peak RSS (the job's process or its dbt children) for each; then the
 ratios the targets of issue #11 are set in: (load + dbt) / SQL, increment / full build.
 
-    python benchmarks/pipeline_bench.py [--customers 100000 1000000] [--repeat 1]
+    python benchmarks/pipeline_bench.py [--customers 100000 1000000] [--repeat 1] [--json FILE]
+
+--json writes every run's raw figures (seconds per step, peak RSS, loads) to FILE as well.
 """
 
 from __future__ import annotations
@@ -167,6 +169,7 @@ def measure(customers: int, repeat: int, script: Path) -> dict:
         "increment_peak": max(r["peak_rss_mb"] for r in increment),
         "sql": med(r["seconds"] for r in baseline),
         "repeat": repeat,
+        "runs": {"full": full, "increment": increment, "baseline": baseline},
     }
 
 
@@ -174,9 +177,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--customers", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--json", type=Path, help="also write every run's raw figures here")
     args = parser.parse_args()
     script = ROOT / "benchmarks" / "handwritten_marts.sql"
     rows = [measure(n, args.repeat, script) for n in args.customers]
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1, default=str))
     print(f"\nmedians of {args.repeat} run(s); seconds; peak RSS of the largest process in MB")
     header = (
         f"{'customers':>10} {'lines':>11} | {'full':>7} {'load+dbt':>8} {'fits':>6} "

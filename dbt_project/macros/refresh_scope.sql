@@ -135,13 +135,18 @@
     {{ config(materialized='table') }}
 {%- endmacro %}
 
+{#- After the commit, a checkpoint: until one, DuckDB keeps the day's deletes (scattered over
+    every row group of a table built in one go) in memory it cannot evict, and at 5M customers
+    the next models ran out of the 2 GB limit. -#}
+
 {% macro default__incremental_by_customer() -%}
     -- depends_on: {{ ref('int_refresh_scope') }}, {{ ref('int_touched_customers') }}
     {{ config(
         materialized='incremental',
         incremental_strategy='append',
         on_schema_change='fail',
-        pre_hook="{{ delete_refreshed_customers() }}"
+        pre_hook="{{ delete_refreshed_customers() }}",
+        post_hook=after_commit("checkpoint")
     ) }}
 {%- endmacro %}
 
