@@ -14,7 +14,7 @@ import pytest
 from retail_dp.descriptors import Catalog
 from retail_dp.settings import Settings
 from retail_dp.sources.contracts import LANDING_FORMATS, build_contracts
-from retail_dp.sources.ingest import load_source
+from retail_dp.sources.ingest import judging, load_source
 from retail_dp.sources.landing import LandingError
 
 CONTRACTS = build_contracts(Catalog.load(Settings().descriptors_dir))
@@ -307,3 +307,9 @@ def test_judging_works_beside_the_warehouse_and_leaves_nothing_behind(tmp_path):
     assert _work_files(home) == []
     assert con.execute("SELECT current_setting('search_path')").fetchall() == [("main",)]
     assert con.execute("SELECT count(*) FROM sources.purchase").fetchall() == [(1,)]
+    # a second judgement on the same database refuses, and leaves the first one's file alone
+    with judging(con):
+        with pytest.raises(RuntimeError, match="another load"), judging(con):
+            pass
+        assert _work_files(home) == ["wh.duckdb.judging"]
+    assert _work_files(home) == []

@@ -415,15 +415,16 @@ def judging(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
     and a 1M-customer purchase load took 7.7 GB of disk for a 2 GB CSV (1.9 GB this way, in
     the same time); a 5M one ran out of 42 GB. One judgement at a time per database instance
     (loads are serialised by the warehouse's single writer anyway)."""
+    attached = con.execute(
+        "SELECT count(*) FROM duckdb_databases() WHERE database_name = ?", [JUDGING]
+    ).fetchall()[0][0]
+    if attached:
+        # never touch another judgement's scratch file
+        raise RuntimeError("another load or landing audit is judging rows on this warehouse")
     scratch = _scratch_file(con)
     previous = con.execute("SELECT current_setting('search_path')").fetchall()[0][0]
-    _remove(scratch)
-    try:
-        con.execute(f"ATTACH {literal(str(scratch) if scratch else ':memory:')} AS {JUDGING}")
-    except duckdb.BinderException as exc:
-        raise RuntimeError(
-            f"another load or landing audit is judging rows on this warehouse connection: {exc}"
-        ) from exc
+    _remove(scratch)  # left by a process that was killed
+    con.execute(f"ATTACH {literal(str(scratch) if scratch else ':memory:')} AS {JUDGING}")
     try:
         con.execute("SET search_path = ?", [f"{previous or 'main'},{JUDGING}.main"])
         yield
