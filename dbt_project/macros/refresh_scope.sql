@@ -22,8 +22,13 @@
 {%- endmacro %}
 
 {% macro default__in_refresh_scope(column='customer_id') -%}
-    ((select all_customers from {{ ref('int_refresh_scope') }})
-     or {{ column }} in (select customer_id from {{ ref('int_touched_customers') }}))
+    {{ scope_predicate(column, ref('int_refresh_scope'), ref('int_touched_customers')) }}
+{%- endmacro %}
+
+{#- The predicate itself, over the two scope models given as relations. -#}
+{% macro scope_predicate(column, refresh_scope, touched_customers) -%}
+    ((select all_customers from {{ refresh_scope }})
+     or {{ column }} in (select customer_id from {{ touched_customers }}))
 {%- endmacro %}
 
 {#- The pre-hook of a per-customer incremental model: drop the rows it is about to rebuild. -#}
@@ -199,6 +204,5 @@
             {%- do names.update({node.name: node.relation_name}) -%}
         {%- endif -%}
     {%- endfor -%}
-    ((select all_customers from {{ names['int_refresh_scope'] }})
-     or {{ column }} in (select customer_id from {{ names['int_touched_customers'] }}))
+    {{ scope_predicate(column, names['int_refresh_scope'], names['int_touched_customers']) }}
 {%- endmacro %}

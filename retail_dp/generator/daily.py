@@ -51,8 +51,8 @@ def daily_drops(landing: Path, out: Path, start: date) -> list[Path]:
     scratch = out / ".daily_tmp"
     con = duckdb.connect(config={"memory_limit": "2GB", "temp_directory": str(scratch)})
     try:
-        _write_drops(con, landing / "purchase.csv", folder, start)
-        written = _write_days(con, folder, start)
+        columns = _write_drops(con, landing / "purchase.csv", folder, start)
+        written = _write_days(con, folder, start, columns)
     finally:
         con.close()
         shutil.rmtree(scratch, ignore_errors=True)
@@ -61,10 +61,12 @@ def daily_drops(landing: Path, out: Path, start: date) -> list[Path]:
     return written
 
 
-def _write_drops(con: duckdb.DuckDBPyConnection, source: Path, folder: Path, start: date) -> None:
+def _write_drops(
+    con: duckdb.DuckDBPyConnection, source: Path, folder: Path, start: date
+) -> list[str]:
     """The view `drops` (each line on the day it arrives, corrections added), the history
     file (its rows in the landing file's order, the corrections after them) and the table
-    `recent` (the lines arriving from `start` on)."""
+    `recent` (the lines arriving from `start` on); returns the landing file's columns."""
     con.execute("SET TimeZone = 'UTC'")
     con.execute("SET enable_progress_bar = false")
     quoted = "'" + str(source).replace("'", "''") + "'"  # a view cannot bind a parameter
@@ -101,11 +103,14 @@ def _write_drops(con: duckdb.DuckDBPyConnection, source: Path, folder: Path, sta
         [start, str(folder / f"{HISTORY}.csv")],
     )
     con.execute("CREATE TEMP TABLE recent AS SELECT * FROM drops WHERE _day >= ?", [start])
+    return columns
 
 
-def _write_days(con: duckdb.DuckDBPyConnection, folder: Path, start: date) -> list[Path]:
+def _write_days(
+    con: duckdb.DuckDBPyConnection, folder: Path, start: date, columns: list[str]
+) -> list[Path]:
     """One file per day from `start` on, from the table `recent`."""
-    names = ", ".join(r[0] for r in con.execute("DESCRIBE lines").fetchall())
+    names = ", ".join(columns)
     days = [r[0] for r in con.execute("SELECT DISTINCT _day FROM recent ORDER BY 1").fetchall()]
     written = []
     for day in days:
