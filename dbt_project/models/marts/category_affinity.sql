@@ -2,13 +2,9 @@
 -- bought up to as_of, and one order. Standard definitions (as mlxtend's association_rules):
 -- support = P(A and B), confidence = P(B | A), lift = confidence / P(B),
 -- leverage = support - P(A) P(B), conviction = (1 - P(B)) / (1 - confidence).
+-- Each basket level is counted from its own source: one self-join over the union of both
+-- levels (keyed by level and basket) ran out of DuckDB's 2 GB at 5M customers.
 with
-
-lines as (
-
-    select * from {{ ref('fct_purchase') }}
-
-),
 
 categories as (
 
@@ -16,44 +12,63 @@ categories as (
 
 ),
 
-baskets as (
+customer_baskets as (
 
-    select 'customer' as basket_level, customer_id as basket_id, category
-    from {{ ref('int_customer_categories') }}
-    union all
-    select distinct 'order' as basket_level, order_id as basket_id, category from lines
+    select customer_id as basket_id, category from {{ ref('int_customer_categories') }}
+
+),
+
+order_baskets as (
+
+    select distinct order_id as basket_id, category from {{ ref('fct_purchase') }}
 
 ),
 
 basket_totals as (
 
-    select basket_level, count(distinct basket_id) as basket_count
-    from baskets
-    group by basket_level
+    select 'customer' as basket_level, count(distinct basket_id) as basket_count
+    from customer_baskets
+    union all
+    select 'order' as basket_level, count(distinct basket_id) as basket_count
+    from order_baskets
 
 ),
 
 item_counts as (
 
-    select basket_level, category, count(*) as item_count
-    from baskets
-    group by basket_level, category
+    select 'customer' as basket_level, category, count(*) as item_count
+    from customer_baskets
+    group by category
+    union all
+    select 'order' as basket_level, category, count(*) as item_count
+    from order_baskets
+    group by category
 
 ),
 
 pair_counts as (
 
     select
-        antecedents.basket_level,
+        'customer' as basket_level,
         antecedents.category as antecedent,
         consequents.category as consequent,
         count(*) as pair_count
-    from baskets as antecedents
-    inner join baskets as consequents
-        on antecedents.basket_level = consequents.basket_level
-        and antecedents.basket_id = consequents.basket_id
+    from customer_baskets as antecedents
+    inner join customer_baskets as consequents
+        on antecedents.basket_id = consequents.basket_id
         and antecedents.category <> consequents.category
-    group by antecedents.basket_level, antecedents.category, consequents.category
+    group by antecedents.category, consequents.category
+    union all
+    select
+        'order' as basket_level,
+        antecedents.category as antecedent,
+        consequents.category as consequent,
+        count(*) as pair_count
+    from order_baskets as antecedents
+    inner join order_baskets as consequents
+        on antecedents.basket_id = consequents.basket_id
+        and antecedents.category <> consequents.category
+    group by antecedents.category, consequents.category
 
 ),
 
