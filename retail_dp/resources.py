@@ -181,6 +181,20 @@ def probe_warehouse(path: Path, create: bool = True) -> None:
     connect_warehouse(path).close()
 
 
+def share_of(memory_limit: str, share: float) -> str:
+    """`share` of a DuckDB memory limit such as "2GB" or "512MiB", in MiB ("1024MiB");
+    the limit itself when the share is 1."""
+    if share == 1:
+        return memory_limit
+    found = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([KMGT]?)(i?)B\s*", memory_limit, re.IGNORECASE)
+    if not found or not 0 < share < 1:
+        raise ValueError(f"cannot take {share} of the DuckDB memory limit {memory_limit!r}")
+    number, prefix, binary = found.groups()
+    base = 1024 if binary else 1000
+    size = float(number) * base ** "BKMGT".index(prefix.upper() or "B")
+    return f"{max(1, int(size * share / 2**20))}MiB"
+
+
 class Warehouse(DuckDBResource):
     """The DuckDB warehouse file. Unlike the stock resource, it closes its connection when the
     asset body raises too, so a failed step never keeps the file's write lock; and a file
@@ -189,11 +203,16 @@ class Warehouse(DuckDBResource):
     memory_limit: str = "2GB"
 
     @contextmanager
-    def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
+    def get_connection(self, memory_share: float = 1.0) -> Iterator[duckdb.DuckDBPyConnection]:
+        """`memory_share`: the part of `memory_limit` DuckDB may use, for a step whose own
+        frames need the rest."""
         try:
             con = connect_warehouse(
                 self.database,
-                config={"custom_user_agent": "retail_dp", "memory_limit": self.memory_limit},
+                config={
+                    "custom_user_agent": "retail_dp",
+                    "memory_limit": share_of(self.memory_limit, memory_share),
+                },
             )
         except WarehouseUnavailable as exc:
             # from None: the message says it all; DuckDB's stack would only bury it

@@ -532,15 +532,50 @@ def test_backtest_with_one_class_stores_no_auc_and_says_why():
     assert "only non-buyers" in undefined["auc"]
 
 
-def test_a_buyer_with_nothing_left_to_buy_scores_zero():
-    current = pd.DataFrame({"customer_id": ["A", "A", "B"], "category": ["Fish", "Gold", "Fish"]})
-    scored = cross_sell.score_customers(current, np.full(3, 0.5))
-    recs = cross_sell.recommendations(scored, pd.Index(["A", "B", "C"]))
+class _Constant:
+    """A scorer that gives every row the same probability."""
+
+    def predict(self, rows: pd.DataFrame) -> np.ndarray:
+        return np.full(len(rows), 0.5)
+
+
+def test_a_buyer_with_nothing_left_to_buy_scores_zero_and_a_prospect_has_no_score(monkeypatch):
+    # A has two candidate categories, B one; C bought them all (no candidate row); D never bought
+    con = duckdb.connect()
+    con.execute("CREATE SCHEMA intermediate; CREATE SCHEMA marts")
+    con.execute(
+        """CREATE TABLE intermediate.int_cross_sell_features AS
+        SELECT * FROM (VALUES ('A', 'Fish'), ('A', 'Gold'), ('B', 'Fish'))
+            t(customer_id, category),
+            (SELECT 0 AS days_before_as_of, 1.0 AS spend, 1 AS frequency,
+                1.0 AS recency_weeks, 2.0 AS age_weeks)"""
+    )
+    con.execute("CREATE TABLE intermediate.int_customer_rfm AS SELECT 'C' AS customer_id")
+    con.execute(
+        "CREATE TABLE intermediate.int_cross_sell_snapshots AS "
+        "SELECT * FROM (VALUES ('A', 0), ('B', 0), ('D', 90)) t(customer_id, days_before_as_of)"
+    )
+    con.execute(
+        "CREATE TABLE marts.dim_customer AS "
+        "SELECT * FROM (VALUES ('D'), ('C'), ('B'), ('A')) t(customer_id)"
+    )
+    activity = pd.DataFrame({"customer_id": ["A", "B"], "probability_alive": [0.9, 0.8]})
+    columns = [(n, "", "") for n in ["customer_id", "cross_sell_opportunity_score"]] + [
+        (f"next_best_category_{r}{suffix}", "", "") for r in (1, 2, 3) for suffix in ("", "_score")
+    ]
+    monkeypatch.setattr(assets, "SCORING_CHUNK_VECTORS", 1)
+    assets._publish_recommendations(con, _Constant(), activity, "model", columns)
+    recs = con.execute("SELECT * FROM marts.cross_sell_recommendations").df()
+    assert recs.columns.tolist() == [n for n, _, _ in columns]
+    assert recs["customer_id"].tolist() == ["A", "B", "C", "D"]
     by_id = recs.set_index("customer_id")
     assert by_id.loc["A", "cross_sell_opportunity_score"] == pytest.approx(0.75)
+    assert by_id.loc["A", "next_best_category_1"] == "Fish"  # ties by category name
+    assert by_id.loc["A", "next_best_category_2"] == "Gold"
+    assert by_id.loc["B", "cross_sell_opportunity_score"] == pytest.approx(0.5)
     assert by_id.loc["C", "cross_sell_opportunity_score"] == 0.0
     assert pd.isna(by_id.loc["C", "next_best_category_1"])
-    assert by_id.loc["A", "next_best_category_1"] == "Fish"  # ties by category name
+    assert pd.isna(by_id.loc["D", "cross_sell_opportunity_score"])
 
 
 def test_hits_count_the_top_ranked_categories_of_new_category_buyers():

@@ -14,7 +14,7 @@ import dagster as dg
 import pytest
 
 from retail_dp.cli import build_parser, main, settings_from_args
-from retail_dp.resources import Warehouse
+from retail_dp.resources import Warehouse, share_of
 from retail_dp.settings import ENV_VARS, MEMORY_LIMIT_VAR, PROJECT_ROOT, Settings
 
 from .conftest import run_cli
@@ -296,3 +296,17 @@ def test_check_reports_the_warehouse_named_by_the_environment(monkeypatch, tmp_p
         "no such file; build it first (retail-dp run)"
     )
     assert not warehouse.parent.exists()
+
+
+def test_a_step_can_give_duckdb_a_share_of_the_warehouse_memory_limit(tmp_path):
+    # the model fits keep half for their own frames (retail_dp/analytics/assets.py)
+    warehouse = Warehouse(database=str(tmp_path / "w.duckdb"), memory_limit="2GiB")
+    limits = {}
+    for share in (1.0, 0.5, 0.25):
+        with warehouse.get_connection(memory_share=share) as con:
+            (limits[share],) = con.execute("SELECT current_setting('memory_limit')").fetchone()
+    assert limits == {1.0: "2.0 GiB", 0.5: "1.0 GiB", 0.25: "512.0 MiB"}
+    assert share_of("2GB", 0.5) == "953MiB"  # DuckDB's GB is 1000^3 bytes, its GiB 1024^3
+    for limit, share in (("lots", 0.5), ("2GB", 1.5), ("2GB", 0)):
+        with pytest.raises(ValueError, match="cannot take"):
+            share_of(limit, share)

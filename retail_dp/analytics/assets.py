@@ -20,6 +20,9 @@ HORIZON_WEEKS = clv.WEEKS_PER_YEAR
 MAX_TRAINING_ROWS = 500_000
 # rows scored at a time: 64 DuckDB vectors of 2,048 rows
 SCORING_CHUNK_VECTORS = 64
+# the fits' DuckDB gets half the warehouse's memory limit, their frames the other half: with
+# all of it, DuckDB's buffers and 5M customers' frames peaked at 4.9 GB (3.9 GB with half)
+FIT_DUCKDB_SHARE = 0.5
 # the training sample: the rows with the smallest md5 of this key, the same on any engine
 SAMPLE_KEY_SQL = "md5(customer_id || '|' || category)"
 
@@ -93,7 +96,7 @@ def build_clv_assets(product: DataProduct, marts: list[Mart]) -> dg.AssetsDefini
         refresh_mode: RefreshMode,
     ):
         as_of = reference_time.resolve(context)
-        with warehouse.get_connection() as con:
+        with warehouse.get_connection(memory_share=FIT_DUCKDB_SHARE) as con:
             refit, why = refresh_mode.refit_due(con, as_of, product.refresh.refit_every_days)
             # sorted, so every sum runs in the same order; rounded, because DuckDB's parallel
             # float sums upstream differ in the last bit from run to run
@@ -246,13 +249,8 @@ def build_cross_sell_assets(product: DataProduct, marts: list[Mart]) -> dg.Asset
         refresh_mode: RefreshMode,
     ):
         as_of = reference_time.resolve(context)
-        with warehouse.get_connection() as con:
+        with warehouse.get_connection(memory_share=FIT_DUCKDB_SHARE) as con:
             refit, why = refresh_mode.refit_due(con, as_of, product.refresh.refit_every_days)
-            buyers = con.execute(
-                "SELECT customer_id FROM intermediate.int_customer_rfm UNION "
-                "SELECT customer_id FROM intermediate.int_cross_sell_snapshots "
-                "WHERE days_before_as_of = 0"
-            ).df()["customer_id"]
             if refit:
                 fitted = _fit_cross_sell(con, model_columns)
                 fitted_as_of = as_of
@@ -273,16 +271,8 @@ def build_cross_sell_assets(product: DataProduct, marts: list[Mart]) -> dg.Asset
                     _customers(con, 0), fitted=fitted["activity_model"]
                 )[0]
             scorer, ranking = fitted["scorer"], fitted["ranking"]
-            current = _score_snapshot(con, 0, scorer, current_activity, ranking=ranking.chosen)
-            recs = cross_sell.recommendations(current, pd.Index(buyers))
-            del current
-            _replace_table(
-                con,
-                "marts.cross_sell_recommendations",
-                recs,
-                """SELECT c.customer_id, f.* EXCLUDE (customer_id)
-                FROM marts.dim_customer c LEFT JOIN frame f USING (customer_id)
-                ORDER BY c.customer_id""",
+            _publish_recommendations(
+                con, scorer, current_activity, ranking.chosen, recommendation_columns
             )
             row_count = con.execute(
                 "SELECT count(*) FROM marts.cross_sell_recommendations"
@@ -321,27 +311,41 @@ def _fit_cross_sell(con, model_columns) -> dict:
     test on the last 90 days (the backtest, the calibration and the ranking choice); then the
     model that scores today learns from the most recent complete window. Returns what scoring
     needs (saved between refits), the marts.cross_sell_model table and the metadata."""
-    snapshots = con.execute(
-        "SELECT * FROM intermediate.int_cross_sell_snapshots "
-        "WHERE days_before_as_of = 90 ORDER BY customer_id"
-    ).df()
-    if snapshots.empty:
+    (snapshot_rows,) = con.execute(
+        "SELECT count(*) FROM intermediate.int_cross_sell_snapshots WHERE days_before_as_of = 90"
+    ).fetchone()
+    if not snapshot_rows:
         raise dg.Failure(
             "cross-sell refit: intermediate.int_cross_sell_snapshots has no snapshot 90 days "
             "before as_of; the dbt models were built for a run that does not refit "
             "(materialize them in the same run as the model)"
         )
-    activity = _activity(con)
-    backtest_sample = _training_sample(con, 180, activity[180][0])
-    final_sample = _training_sample(con, 90, activity[90][0])
+    # each snapshot's customer frame is dropped once read for the last time: at 5M customers
+    # each holds 4M of them
+    activity, activity_models = _activity(con)
+    backtest_sample = _training_sample(con, 180, activity.pop(180))
+    final_sample = _training_sample(con, 90, activity[90])
     # the model that scores today learns on the other core while the backtest's model learns
     # and scores (numpy and DuckDB release the GIL; each fit's arithmetic is unchanged)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cross-sell-fit") as pool:
         final_job = pool.submit(cross_sell.fit, final_sample)
         model, model_fit = cross_sell.fit(backtest_sample)
-        scored = _score_snapshot(con, 90, model, activity[90][0], "bought_next_90d")
+        # without the recommended categories, which the backtest does not read
+        scored = pd.concat(
+            [
+                part.drop(columns=list(cross_sell.RECOMMENDED))
+                for part in _scored_chunks(con, 90, model, activity.pop(90), "bought_next_90d")
+            ],
+            ignore_index=True,
+        )
         final, final_fit = final_job.result()
     del backtest_sample, final_sample
+    # what the backtest reads, no more
+    snapshots = con.execute(
+        "SELECT customer_id, dataos_cross_sell_score, bought_new_category_next_90d "
+        "FROM intermediate.int_cross_sell_snapshots "
+        "WHERE days_before_as_of = 90 ORDER BY customer_id"
+    ).df()
     metrics, undefined = cross_sell.backtest(snapshots, scored)
     calibration = _calibration(model, final, scored)
     scorer = cross_sell.Calibrated(final, calibration)
@@ -362,7 +366,7 @@ def _fit_cross_sell(con, model_columns) -> dict:
         columns=[n for n, _, _ in model_columns],
     ).astype({"value": float})
     train_activity, backtest_activity, current_activity = (
-        activity[d][1].report for d in (180, 90, 0)
+        activity_models[d].report for d in (180, 90, 0)
     )
     metadata = {
         **{k: v for k, v in metrics.items() if v is not None},
@@ -385,13 +389,13 @@ def _fit_cross_sell(con, model_columns) -> dict:
     return {
         "scorer": scorer,
         "ranking": ranking,
-        "activity_model": activity[0][1],
+        "activity_model": activity_models[0],
         "metrics": metrics,
         "reports": [final_fit, model_fit],
         "training_rows": model.training_rows,
         "metadata": metadata,
         "model_table": model_table,
-        "current_activity": activity[0][0],
+        "current_activity": activity.pop(0),
     }
 
 
@@ -410,13 +414,14 @@ def _calibration(
     )
 
 
-def _activity(con) -> dict[int, tuple[pd.DataFrame, clv.BgNbd]]:
-    """Each snapshot's activity features; each fit starts from the previous snapshot's."""
-    found, previous = {}, None
+def _activity(con) -> tuple[dict[int, pd.DataFrame], dict[int, clv.BgNbd]]:
+    """Each snapshot's activity features and BG/NBD fit, by days before as_of; each fit
+    starts from the previous snapshot's."""
+    frames, models, previous = {}, {}, None
     for days in (180, 90, 0):
-        found[days] = cross_sell.activity(_customers(con, days), start=previous)
-        previous = found[days][1]
-    return found
+        frames[days], models[days] = cross_sell.activity(_customers(con, days), start=previous)
+        previous = models[days]
+    return frames, models
 
 
 def _customers(con, days_before_as_of: int) -> pd.DataFrame:
@@ -500,9 +505,23 @@ def _score_snapshot(
     label: str | None = None,
     ranking: str = "model",
 ) -> pd.DataFrame:
+    """Every customer of one snapshot scored (`_scored_chunks`), in one frame."""
+    parts = list(_scored_chunks(con, days_before_as_of, scorer, activity, label, ranking))
+    return pd.concat(parts, ignore_index=True)
+
+
+def _scored_chunks(
+    con,
+    days_before_as_of: int,
+    scorer,
+    activity: pd.DataFrame,
+    label: str | None = None,
+    ranking: str = "model",
+) -> Iterator[pd.DataFrame]:
     """Every customer of one snapshot scored in bounded chunks of whole customers (a
     customer's rows are never split), each row with its customer's `activity` (joined in the
-    same scan): `cross_sell.score_customers` per chunk."""
+    same scan): `cross_sell.score_customers` per chunk, in customer order; at least one
+    (empty) frame."""
     # not the BG/NBD summary (`activity` carries what scoring takes from it) nor the spend:
     # fewer columns to convert, a third less time reading 3.9M rows at 1M customers
     with _activity_view(con, activity):
@@ -514,7 +533,7 @@ def _score_snapshot(
             "WHERE f.days_before_as_of = ? ORDER BY f.customer_id, f.category",
             [days_before_as_of],
         )
-        parts, carry = [], None
+        carry, yielded = None, False
         for chunk in _prefetched(lambda: result.fetch_df_chunk(SCORING_CHUNK_VECTORS)):
             done = chunk.empty
             if carry is not None:
@@ -525,9 +544,48 @@ def _score_snapshot(
             cut = len(chunk) if done else (int(others[-1]) + 1 if len(others) else 0)
             carry = chunk.iloc[cut:]
             rows = chunk.iloc[:cut]
-            if cut or not parts:
-                parts.append(cross_sell.score_customers(rows, scorer.predict(rows), label, ranking))
-    return pd.concat(parts, ignore_index=True)
+            if cut or (done and not yielded):
+                yielded = True
+                yield cross_sell.score_customers(rows, scorer.predict(rows), label, ranking)
+
+
+def _publish_recommendations(
+    con, scorer, activity: pd.DataFrame, ranking: str, columns: list[tuple[str, str, str]]
+) -> None:
+    """marts.cross_sell_recommendations, one row per customer of marts.dim_customer, from the
+    snapshot at as_of: each scored chunk goes to a temporary table as it comes, never every
+    customer's scores in memory at once. A buyer with no candidate row has bought every
+    category: opportunity 0, no next-best category. A customer who never bought: no score."""
+    names = [n for n, _, _ in columns]
+    writer = con.cursor()  # its own connection: `con` is streaming the snapshot's rows
+    try:
+        for number, part in enumerate(_scored_chunks(con, 0, scorer, activity, ranking=ranking)):
+            writer.register("part", part[names])
+            statement = "INSERT INTO _scored" if number else "CREATE TEMP TABLE _scored AS"
+            writer.execute(f"{statement} SELECT * FROM part")
+            writer.unregister("part")
+        scores = ", ".join(
+            "CASE WHEN s.customer_id IS NOT NULL OR b.customer_id IS NOT NULL "
+            f"THEN coalesce(s.{n}, 0.0) END AS {n}"
+            if n == "cross_sell_opportunity_score"
+            else f"s.{n}"
+            for n in names[1:]
+        )
+        writer.execute(
+            f"""CREATE OR REPLACE TABLE marts.cross_sell_recommendations AS
+            WITH buyers AS (
+                SELECT customer_id FROM intermediate.int_customer_rfm UNION
+                SELECT customer_id FROM intermediate.int_cross_sell_snapshots
+                WHERE days_before_as_of = 0
+            )
+            SELECT c.customer_id, {scores}
+            FROM marts.dim_customer c
+            LEFT JOIN _scored s USING (customer_id)
+            LEFT JOIN buyers b USING (customer_id)
+            ORDER BY c.customer_id"""
+        )
+    finally:
+        writer.close()
 
 
 def _prefetched(fetch: Callable[[], pd.DataFrame]) -> Iterator[pd.DataFrame]:

@@ -521,6 +521,10 @@ def score_customers(
     return out.rename_axis("customer_id").reset_index()
 
 
+# score_customers' columns that name the next-best categories
+RECOMMENDED = tuple(f"next_best_category_{r}" for r in (1, 2, 3))
+
+
 def _empty_scores(label: str | None) -> pd.DataFrame:
     columns = {"customer_id": "str", "cross_sell_opportunity_score": float}
     for r in (1, 2, 3):
@@ -685,20 +689,6 @@ def choose_ranking(validation: dict[str, float | int | None]) -> RankingChoice:
         return RankingChoice("model", hits, customers, why)
     why = f"validation hit@1 {model:.3f} <= popularity's {popularity:.3f}"
     return RankingChoice("popularity", hits, customers, why)
-
-
-def recommendations(scored: pd.DataFrame, buyers: pd.Index) -> pd.DataFrame:
-    """The mart's rows from `score_customers` over every chunk: per buyer the opportunity
-    score and the three next-best categories. A buyer with no candidate row has bought every
-    category: opportunity 0, no next-best category."""
-    columns = ["cross_sell_opportunity_score"] + [
-        f"next_best_category_{r}{suffix}" for r in (1, 2, 3) for suffix in ("", "_score")
-    ]
-    scored = scored.set_index("customer_id")[columns]
-    customers = scored.index.union(pd.Index(buyers, dtype=scored.index.dtype)).sort_values()
-    recs = scored.reindex(customers)
-    recs["cross_sell_opportunity_score"] = recs["cross_sell_opportunity_score"].fillna(0.0)
-    return recs.rename_axis("customer_id").reset_index()
 
 
 def fit_rows(kind: str, report: clv.FitReport, scorer: Scorer) -> list[dict]:
