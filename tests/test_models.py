@@ -665,9 +665,11 @@ def test_chunked_scoring_equals_scoring_everything_at_once(monkeypatch):
     con.execute("CREATE TABLE intermediate.int_cross_sell_features AS SELECT * FROM frame")
     activity, _ = cross_sell.activity(rows)
     model, _ = cross_sell.fit(cross_sell.with_activity(rows, activity)[0])
-    whole = assets._score_snapshot(con, 0, model, activity)
+    whole = pd.concat(assets._scored_chunks(con, 0, model, activity), ignore_index=True)
     monkeypatch.setattr(assets, "SCORING_CHUNK_VECTORS", 1)  # 2,048 rows: customers split
-    chunked = assets._score_snapshot(con, 0, model, activity)
+    parts = list(assets._scored_chunks(con, 0, model, activity))
+    chunked = pd.concat(parts, ignore_index=True)
+    assert len(parts) > 1
     pd.testing.assert_frame_equal(whole, chunked)
     assert len(whole) == 1500
 

@@ -497,19 +497,6 @@ def _training_sample(con, days_before_as_of: int, activity: pd.DataFrame) -> pd.
         ).df()
 
 
-def _score_snapshot(
-    con,
-    days_before_as_of: int,
-    scorer,
-    activity: pd.DataFrame,
-    label: str | None = None,
-    ranking: str = "model",
-) -> pd.DataFrame:
-    """Every customer of one snapshot scored (`_scored_chunks`), in one frame."""
-    parts = list(_scored_chunks(con, days_before_as_of, scorer, activity, label, ranking))
-    return pd.concat(parts, ignore_index=True)
-
-
 def _scored_chunks(
     con,
     days_before_as_of: int,

@@ -2,8 +2,10 @@
 -- bought up to as_of, and one order. Standard definitions (as mlxtend's association_rules):
 -- support = P(A and B), confidence = P(B | A), lift = confidence / P(B),
 -- leverage = support - P(A) P(B), conviction = (1 - P(B)) / (1 - confidence).
--- Each basket level is counted from its own source: one self-join over the union of both
--- levels (keyed by level and basket) ran out of DuckDB's 2 GB at 5M customers.
+-- Each basket level is counted from its own `<level>_baskets`: one self-join over the union of
+-- both levels (keyed by level and basket) ran out of DuckDB's 2 GB at 5M customers.
+{%- set levels = ['customer', 'order'] %}
+
 with
 
 categories as (
@@ -25,50 +27,38 @@ order_baskets as (
 ),
 
 basket_totals as (
-
-    select 'customer' as basket_level, count(distinct basket_id) as basket_count
-    from customer_baskets
-    union all
-    select 'order' as basket_level, count(distinct basket_id) as basket_count
-    from order_baskets
+    {% for level in levels %}
+    select '{{ level }}' as basket_level, count(distinct basket_id) as basket_count
+    from {{ level }}_baskets
+    {% if not loop.last %}union all{% endif %}
+    {%- endfor %}
 
 ),
 
 item_counts as (
-
-    select 'customer' as basket_level, category, count(*) as item_count
-    from customer_baskets
+    {% for level in levels %}
+    select '{{ level }}' as basket_level, category, count(*) as item_count
+    from {{ level }}_baskets
     group by category
-    union all
-    select 'order' as basket_level, category, count(*) as item_count
-    from order_baskets
-    group by category
+    {% if not loop.last %}union all{% endif %}
+    {%- endfor %}
 
 ),
 
 pair_counts as (
-
+    {% for level in levels %}
     select
-        'customer' as basket_level,
+        '{{ level }}' as basket_level,
         antecedents.category as antecedent,
         consequents.category as consequent,
         count(*) as pair_count
-    from customer_baskets as antecedents
-    inner join customer_baskets as consequents
+    from {{ level }}_baskets as antecedents
+    inner join {{ level }}_baskets as consequents
         on antecedents.basket_id = consequents.basket_id
         and antecedents.category <> consequents.category
     group by antecedents.category, consequents.category
-    union all
-    select
-        'order' as basket_level,
-        antecedents.category as antecedent,
-        consequents.category as consequent,
-        count(*) as pair_count
-    from order_baskets as antecedents
-    inner join order_baskets as consequents
-        on antecedents.basket_id = consequents.basket_id
-        and antecedents.category <> consequents.category
-    group by antecedents.category, consequents.category
+    {% if not loop.last %}union all{% endif %}
+    {%- endfor %}
 
 ),
 
