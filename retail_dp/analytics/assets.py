@@ -21,7 +21,7 @@ MAX_TRAINING_ROWS = 500_000
 # rows scored at a time: 64 DuckDB vectors of 2,048 rows
 SCORING_CHUNK_VECTORS = 64
 # the fits' DuckDB gets half the warehouse's memory limit, their frames the other half: with
-# all of it, DuckDB's buffers and 5M customers' frames peaked at 4.9 GB (3.9 GB with half)
+# all of it, DuckDB's buffers and 5M customers' frames peaked at 4.9 GB (3.3 GB now)
 FIT_DUCKDB_SHARE = 0.5
 # the training sample: the rows with the smallest md5 of this key, the same on any engine
 SAMPLE_KEY_SQL = "md5(customer_id || '|' || category)"
