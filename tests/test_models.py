@@ -576,6 +576,23 @@ def test_a_buyer_with_nothing_left_to_buy_scores_zero_and_a_prospect_has_no_scor
     assert by_id.loc["C", "cross_sell_opportunity_score"] == 0.0
     assert pd.isna(by_id.loc["C", "next_best_category_1"])
     assert pd.isna(by_id.loc["D", "cross_sell_opportunity_score"])
+    # a scored customer whose score is missing is published without one (for the
+    # scores_defined check to fail on), never as a buyer with nothing left to buy
+    score_customers = cross_sell.score_customers
+
+    def losing_b(*args, **kwargs):
+        out = score_customers(*args, **kwargs)
+        return out.assign(
+            cross_sell_opportunity_score=out["cross_sell_opportunity_score"].mask(
+                out["customer_id"] == "B"
+            )
+        )
+
+    monkeypatch.setattr(cross_sell, "score_customers", losing_b)
+    assets._publish_recommendations(con, _Constant(), activity, "model", columns)
+    again = con.execute("SELECT * FROM marts.cross_sell_recommendations").df()
+    again = again.set_index("customer_id")["cross_sell_opportunity_score"]
+    assert pd.isna(again["B"]) and again["A"] == pytest.approx(0.75) and again["C"] == 0.0
 
 
 def test_hits_count_the_top_ranked_categories_of_new_category_buyers():

@@ -551,9 +551,11 @@ def _publish_recommendations(
             statement = "INSERT INTO _scored" if number else "CREATE TEMP TABLE _scored AS"
             writer.execute(f"{statement} SELECT * FROM part")
             writer.unregister("part")
+        # a scored customer keeps their score as it is: a missing one stays NULL, for the
+        # scores_defined check to fail on, never a silent 0
         scores = ", ".join(
-            "CASE WHEN s.customer_id IS NOT NULL OR b.customer_id IS NOT NULL "
-            f"THEN coalesce(s.{n}, 0.0) END AS {n}"
+            f"CASE WHEN s.customer_id IS NOT NULL THEN s.{n} "
+            f"WHEN b.customer_id IS NOT NULL THEN 0.0 END AS {n}"
             if n == "cross_sell_opportunity_score"
             else f"s.{n}"
             for n in names[1:]
