@@ -4,6 +4,7 @@ any common form, no silent coercion, deferral at as_of, and one-line errors nami
 from __future__ import annotations
 
 import csv
+import json
 import os
 from datetime import datetime
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 
 from retail_dp.descriptors import Catalog
 from retail_dp.settings import Settings
+from retail_dp.sources import ingest
 from retail_dp.sources.contracts import LANDING_FORMATS, build_contracts
 from retail_dp.sources.ingest import judging, load_source
 from retail_dp.sources.landing import LandingError
@@ -276,6 +278,103 @@ def test_a_channel_outside_the_descriptors_list_is_kept_and_counted(tmp_path):
     assert results["purchase"].rows_accepted == 2
     warned = {k: n for k, n in results["purchase"].audit.warnings.items() if n}
     assert warned == {"channel breaks isin(['web', 'store', 'catalog'])": 1}
+
+
+# (column, value, read typed): values of the columns a CSV read may type, awkward ones too
+TYPED_READ_CASES = [
+    ("purchase_ts", "2026-03-01 10:00:00", True),
+    ("purchase_ts", "2026-3-1 9:5:7", True),
+    ("purchase_ts", " 2026-03-01 10:00:00", True),
+    ("purchase_ts", "", True),
+    ("purchase_ts", "2026-07-02 00:00:00", True),  # deferred
+    ("purchase_ts", "2026-03-01T10:00:00", False),
+    ("purchase_ts", "2026-03-01 10:00:00+02:00", False),
+    ("purchase_ts", "2026-03-01 10:00:00.250", False),
+    ("purchase_ts", "2026-03-01", False),
+    ("purchase_ts", "2026-03-01 24:00:00", False),
+    ("purchase_ts", "2026-02-30 10:00:00", False),
+    ("purchase_ts", "  ", False),
+    ("purchase_ts", "epoch", False),
+    ("purchase_ts", "infinity", False),
+    ("purchase_ts", "-infinity", False),
+    ("purchase_ts", "1970-01-01 00:00:00", False),
+    ("updated_at", "2026-03-01 11:00:00", True),
+    ("is_deal", "yes", True),
+    ("is_deal", "t", True),
+    ("is_deal", "1", True),
+    ("is_deal", "TRUE", True),
+    ("is_deal", " true", False),
+    ("is_deal", "maybe", False),
+    ("is_deal", "", True),
+    ("signup_date", "2025-1-5", True),
+    ("signup_date", "2025-01-05 10:00:00", False),
+    ("signup_date", "epoch", False),
+    ("signup_date", "infinity", False),
+]
+
+
+def _everything(con) -> dict[str, list]:
+    """What a load leaves for consumers: the accepted rows, and the quarantined and deferred
+    rows with their records and reasons."""
+    tables = {
+        "customer_info": "SELECT * EXCLUDE (_load_id) FROM sources.customer_info",
+        "purchase": "SELECT * EXCLUDE (_load_id) FROM sources.purchase",
+        "quarantine": "SELECT * EXCLUDE (quarantined_at, run_id) FROM sources.quarantine",
+        "deferred": "SELECT * EXCLUDE (run_id) FROM sources.deferred",
+    }
+    return {name: sorted(con.execute(sql).fetchall(), key=repr) for name, sql in tables.items()}
+
+
+@pytest.mark.parametrize("column, value, typed", TYPED_READ_CASES)
+def test_a_typed_read_judges_every_value_as_the_text_read_does(
+    tmp_path, monkeypatch, column, value, typed
+):
+    """A CSV file is read typed only when each typed column's value is in its strict form; any
+    other text makes the read fall back to text. Either way every row is judged alike."""
+    is_customer = column in CUSTOMER and column not in PURCHASE
+    folder = landing(
+        tmp_path / "in",
+        [
+            customer("1", updated_at="2026-01-01 00:00:00"),
+            customer(
+                "2", updated_at="2026-01-01 00:00:00", **({column: value} if is_customer else {})
+            ),
+        ],
+        [product("P")],
+        # the second line is quarantined: its record is kept
+        [
+            line("1", "2", "P", **({} if is_customer else {column: value})),
+            line("2", "1", "P", quantity="0"),
+        ],
+    )
+    con, results = load(folder)
+    source = "customer_info" if is_customer else "purchase"
+    assert results[source].files_read_as_text == ([] if typed else [str(folder / f"{source}.csv")])
+    monkeypatch.setattr(ingest, "typed_reads", lambda schema: {})
+    text_con, text_results = load(folder)
+    assert text_results[source].files_read_as_text == []
+    assert _everything(con) == _everything(text_con)
+    assert results[source].quarantined_by_reason == text_results[source].quarantined_by_reason
+
+
+def test_a_typed_read_keeps_a_rejected_rows_values_as_canonical_text(tmp_path):
+    """A typed read keeps no text: a quarantined row's record holds its typed values as text,
+    the same values in their canonical form, so a later load judges them alike."""
+    folder = landing(
+        tmp_path,
+        [customer("1")],
+        [product("P")],
+        [line("1", "1", "P", quantity="0", purchase_ts="2026-3-1 9:5:7", is_deal="yes")],
+    )
+    con, results = load(folder)
+    assert results["purchase"].files_read_as_text == []
+    record = con.execute("SELECT record FROM sources.quarantine").fetchall()[0][0]
+    stored = json.loads(record)
+    assert (stored["purchase_ts"], stored["is_deal"], stored["quantity"]) == (
+        "2026-03-01 09:05:07",
+        "true",
+        "0",
+    )
 
 
 def _work_files(folder: Path) -> list[str]:

@@ -103,6 +103,7 @@ def build_source_asset(product: DataProduct, contract: pa.DataFrameSchema) -> dg
                 "load_reason": result.reason,
                 "files_loaded": result.files_loaded,
                 "files_retracted": result.files_retracted,
+                "files_read_as_text": result.files_read_as_text,
                 "rows_loaded": result.rows_loaded,
                 "rows_changed": result.keys_changed,
                 "landing_fingerprint": result.audit.fingerprint,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -26,11 +26,15 @@ from retail_dp.resources import transaction
 from retail_dp.sources.audit import LandingAudit, audit_judgement, save_audit
 from retail_dp.sources.contracts import country_spellings, upstream_sources
 from retail_dp.sources.landing import (
+    AMBIGUOUS_TYPED_VALUE,
+    TYPED_CSV_TYPES,
     LandingFiles,
     check_file_columns,
+    file_columns,
     find_landing_files,
     in_source_folder,
     relation,
+    typed_csv_relation,
 )
 from retail_dp.sources.registry import (
     CHANGES,
@@ -139,6 +143,8 @@ class LoadResult:
     files_retracted: list[str] = field(default_factory=list)
     rows_loaded: int = 0
     keys_changed: int = 0
+    # the CSV files read as text because a typed column's value was not in its strict form
+    files_read_as_text: list[str] = field(default_factory=list)
 
     @property
     def reconciles(self) -> bool:
@@ -229,11 +235,34 @@ def _country_table(con: duckdb.DuckDBPyConnection) -> None:
     con.executemany("INSERT INTO _countries VALUES (?, ?)", list(country_spellings().items()))
 
 
-def _raw_table(con: duckdb.DuckDBPyConnection, columns: list[str]) -> None:
-    """`_raw`: one row per row to judge, as text, with the file and its row within that file."""
-    text = ", ".join(f"{ident(c)} VARCHAR" for c in columns)
+def typed_reads(schema: pa.DataFrameSchema) -> dict[str, str]:
+    """The contract columns a CSV file's typed read parses (landing.TYPED_CSV_TYPES), by type."""
+    types = {name: duckdb_type(column) for name, column in schema.columns.items()}
+    return {name: typ for name, typ in types.items() if typ in TYPED_CSV_TYPES}
+
+
+def typed_column(name: str) -> str:
+    """`_raw`'s column holding a typed read's value of contract column `name`."""
+    return f"_typed_{name}"
+
+
+def raw_text(name: str, typed: dict[str, str], alias: str = "r") -> str:
+    """SQL for the text of `_raw`'s column `name` as read: a typed read's value as text."""
+    text = f"{alias}.{ident(name)}"
+    if name in typed:
+        return f"coalesce({text}, CAST({alias}.{ident(typed_column(name))} AS VARCHAR))"
+    return text
+
+
+def _raw_table(con: duckdb.DuckDBPyConnection, schema: pa.DataFrameSchema) -> None:
+    """`_raw`: one row per row to judge, with the file and its row within that file. A row
+    read as text has every column as text; a row of a typed read has its typed columns'
+    values in `_typed_<column>` instead (their text columns are NULL)."""
+    text = ", ".join(f"{ident(c)} VARCHAR" for c in schema.columns)
+    typed = "".join(f", {ident(typed_column(c))} {t}" for c, t in typed_reads(schema).items())
     con.execute(
-        f"CREATE OR REPLACE TABLE {JUDGING}._raw (_row BIGINT, _file VARCHAR, _line BIGINT, {text})"
+        f"CREATE OR REPLACE TABLE {JUDGING}._raw "
+        f"(_row BIGINT, _file VARCHAR, _line BIGINT, {text}{typed})"
     )
 
 
@@ -249,17 +278,63 @@ def _append_raw(con: duckdb.DuckDBPyConnection, columns: list[str], select: str,
     )
 
 
-def _read_files(con: duckdb.DuckDBPyConnection, columns: list[str], paths) -> None:
-    """Each landing file's rows, every contract column as text (bound paths, one file at a
-    time so each row knows its row number within its file)."""
+def _read_files(con: duckdb.DuckDBPyConnection, schema: pa.DataFrameSchema, paths) -> list[str]:
+    """Each landing file's rows (bound paths, one file at a time so each row knows its row
+    number within its file). A CSV file is read typed when every value of its typed columns
+    is in its strict form (`_read_typed`), else as text, like a Parquet file; every contract
+    column as text. Returns the CSV files read as text although the contract has typed
+    columns."""
+    columns = list(schema.columns)
+    typed = typed_reads(schema)
     as_text = ", ".join(f"CAST({ident(c)} AS VARCHAR) AS {ident(c)}" for c in columns)
+    read_as_text = []
     for path in paths:
+        if typed and path.suffix == ".csv":
+            if _read_typed(con, columns, typed, path):
+                continue
+            read_as_text.append(str(path))
         _append_raw(
             con,
             columns,
             f"SELECT ? AS _file, row_number() OVER () AS _line, {as_text} FROM {relation(path)}",
             [str(path), str(path)],
         )
+    return read_as_text
+
+
+def _read_typed(con, columns: list[str], typed: dict[str, str], path: Path) -> bool:
+    """Read a CSV file with its `typed` columns parsed by the reader (landing.typed_csv_relation)
+    into their `_typed_<column>`; False, with nothing added, when a value is not in its strict
+    form or may be a word the contract refuses (landing.AMBIGUOUS_TYPED_VALUE). Parsing the
+    timestamps while reading saves the text and its parse: at 1M customers the purchase load
+    took 52 s read as text, 43 s typed."""
+    select = ", ".join(
+        f"{ident(c)} AS {ident(typed_column(c))}" if c in typed else ident(c) for c in columns
+    )
+    targets = [typed_column(c) if c in typed else c for c in columns]
+    reader = typed_csv_relation(list(file_columns(con, path)), typed)
+    try:
+        _append_raw(
+            con,
+            targets,
+            f"SELECT ? AS _file, row_number() OVER () AS _line, {select} FROM {reader}",
+            [str(path), str(path)],
+        )
+    except (duckdb.ConversionException, duckdb.InvalidInputException):
+        return False  # the statement added nothing
+    ambiguous = " OR ".join(
+        AMBIGUOUS_TYPED_VALUE[t].format(x=ident(typed_column(c)))
+        for c, t in typed.items()
+        if t in AMBIGUOUS_TYPED_VALUE
+    )
+    if ambiguous:
+        hidden = con.execute(
+            f"SELECT count(*) FROM _raw WHERE _file = ? AND ({ambiguous})", [str(path)]
+        ).fetchall()[0][0]
+        if hidden:
+            con.execute("DELETE FROM _raw WHERE _file = ?", [str(path)])
+            return False
+    return True
 
 
 def _read_records(con, columns: list[str], table_name: str, source: str, files: list[str]):
@@ -282,12 +357,17 @@ def verdicts_select(
     as_of: str,
     engine: str = "duckdb",
     accepted: Callable[[str], str] = table,
+    read_typed: Iterable[str] = (),
 ) -> tuple[str, int]:
     """The SELECT (DuckDB dialect) that types `_raw` and gives each row its verdict: `_rule`,
     `_reason`, `_field`, `_detail`, NULL when accepted, `deferred` for a row dated after
-    `as_of` (SQL). Duplicates are decided later, by the returned rule number."""
+    `as_of` (SQL). Duplicates are decided later, by the returned rule number. `read_typed`:
+    the columns whose `_raw` has a typed read's values beside the text (`typed_column`)."""
     columns = list(schema.columns)
     parsed, lookups = _typed_columns(schema, engine)
+    for c in read_typed:
+        # a typed read's row has no text: the rules on the text (oversized, unparseable) pass
+        parsed[c] = f"coalesce(r.{ident(typed_column(c))}, {parsed[c]})"
     # the rules read each parsed value once, from the inner select's `_t_<column>`
     typed = {c: f"r.{ident('_t_' + c)}" for c in columns}
     joins, cross_rules, ceiling_warned = _cross_table_rules(schema, typed, accepted)
@@ -315,7 +395,7 @@ def _verdicts(con: duckdb.DuckDBPyConnection, schema: pa.DataFrameSchema, as_of:
     """`_checked`: `_raw` typed, with each row's verdict (`verdicts_select`)."""
     if schema.metadata.get("normalise_country"):
         _country_table(con)
-    select, duplicate = verdicts_select(schema, "$as_of")
+    select, duplicate = verdicts_select(schema, "$as_of", read_typed=typed_reads(schema))
     uses_as_of = bool(schema.metadata.get("defer_after_as_of"))
     con.execute(
         f"CREATE OR REPLACE TABLE {JUDGING}._checked AS {select}",
@@ -338,9 +418,8 @@ def judge(
     Writes nothing but work tables: the quality checks use it to audit a landing zone that has
     not been loaded."""
     utc_session(con)
-    columns = list(schema.columns)
-    _raw_table(con, columns)
-    _read_files(con, columns, files.all)
+    _raw_table(con, schema)
+    _read_files(con, schema, files.all)
     dropped = _suppress(con, schema, suppressed)
     con.execute(
         f"CREATE OR REPLACE TABLE {JUDGING}._suppressed AS SELECT ? AS n", [sum(dropped.values())]
@@ -522,8 +601,8 @@ def load_source(
     columns = list(schema.columns)
     with judging(con):
         try:
-            _raw_table(con, columns)
-            _read_files(con, columns, [Path(f.path) for f in plan.new])
+            _raw_table(con, schema)
+            read_as_text = _read_files(con, schema, [Path(f.path) for f in plan.new])
             if not plan.full:
                 # rows loaded before whose verdict may change: quarantined (an orphan's customer
                 # may have arrived), deferred (as_of may have passed them), taken back (above)
@@ -551,7 +630,9 @@ def load_source(
                 save_audit(con, audit)
         finally:
             drop_judgement(con)
-    return load_result(con, source, files, columns, schema, audit, plan, per_file, changed)
+    result = load_result(con, source, files, columns, schema, audit, plan, per_file, changed)
+    result.files_read_as_text = read_as_text
+    return result
 
 
 def _per_file(con, plan: Plan, dropped: dict[str, int]) -> dict[str, tuple[int, ...]]:
@@ -576,7 +657,9 @@ def _apply(con, schema: pa.DataFrameSchema, plan: Plan, as_of: datetime, run_id)
     accepted = table(source)
     columns = list(schema.columns)
     names = ", ".join(ident(c) for c in columns)
-    raw_cols = ", ".join(f"r.{ident(c)}" for c in columns)
+    typed = typed_reads(schema)
+    # the rows as read; a typed read's values as text in their canonical form
+    raw_cols = ", ".join(f"{ident(c)} := {raw_text(c, typed)}" for c in columns)
     new_rows = "NOT c._existing AND c._reason IS NULL"
     if plan.full:
         con.execute(

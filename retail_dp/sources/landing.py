@@ -8,6 +8,8 @@ from pathlib import Path
 import duckdb
 import pandera.pandas as pa
 
+from retail_dp.sources.rules import literal
+
 FORMATS = {".csv": "csv", ".parquet": "parquet"}
 
 
@@ -52,10 +54,24 @@ def find_landing_files(data_dir: Path, location: str, source: str) -> LandingFil
 # DuckDB sizes its read buffer from max_line_size, so the buffer is pinned to the same value:
 # left to itself it grows to ~16x, which a 2 GB memory limit cannot hold on a large file.
 MAX_LINE_BYTES = 64 << 20
-CSV_OPTIONS = (
-    f"header = true, all_varchar = true, max_line_size = {MAX_LINE_BYTES}, "
-    f"buffer_size = {MAX_LINE_BYTES}"
-)
+READ_OPTIONS = f"header = true, max_line_size = {MAX_LINE_BYTES}, buffer_size = {MAX_LINE_BYTES}"
+CSV_OPTIONS = f"{READ_OPTIONS}, all_varchar = true"
+
+# The contract types DuckDB's CSV reader may parse itself, each in one strict text form for
+# which its value is the contract's (rules.PARSERS): a file with any other form fails the
+# typed read and is read as text. The strict formats matter: left to itself the reader takes
+# `2026-01-05 10:00:00+02:00` as 10:00, dropping the offset the contract converts to UTC.
+# Numbers are always read as text: the reader takes `1_000` and `0x10` as numbers, which the
+# contract refuses, and the typed value no longer shows which text it came from.
+TYPED_CSV_TYPES = ("TIMESTAMP", "DATE", "BOOLEAN")
+TYPED_CSV_FORMATS = "timestampformat = '%Y-%m-%d %H:%M:%S', dateformat = '%Y-%m-%d'"
+# The reader also takes the words `epoch` and `infinity` in those forms, which the contract
+# refuses. Their values are the only ones that can hide them: a file holding one is read as
+# text again (so is a file with a real 1970-01-01, which only costs time).
+AMBIGUOUS_TYPED_VALUE = {
+    "TIMESTAMP": "({x} = TIMESTAMP '1970-01-01' OR NOT isfinite({x}))",
+    "DATE": "({x} = DATE '1970-01-01' OR NOT isfinite({x}))",
+}
 
 
 def relation(path: Path) -> str:
@@ -63,6 +79,14 @@ def relation(path: Path) -> str:
     if path.suffix == ".csv":
         return f"read_csv(?, {CSV_OPTIONS})"
     return "read_parquet(?)"
+
+
+def typed_csv_relation(columns: list[str], types: dict[str, str]) -> str:
+    """A CSV reader (bind the path) that types the columns in `types` (TYPED_CSV_TYPES) in
+    their strict forms and reads the file's other `columns` as text; a value that is not in
+    its form fails the read with a duckdb.ConversionException."""
+    spec = ", ".join(f"{literal(c)}: {literal(types.get(c, 'VARCHAR'))}" for c in columns)
+    return f"read_csv(?, {READ_OPTIONS}, types = {{{spec}}}, {TYPED_CSV_FORMATS})"
 
 
 def file_columns(con: duckdb.DuckDBPyConnection, path: Path) -> dict[str, str]:
