@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import duckdb
 import numpy as np
@@ -120,6 +121,12 @@ def test_the_scores_are_calibrated_on_a_held_out_snapshot_and_rank_as_before(rep
         before.mean(), abs=1e-4
     )
     assert [d["decile"] for d in opportunity["calibration_before"]] == list(range(1, 11))
+    # the Markdown counts the held-out customers as a count, not as the mart's DOUBLE
+    warehouse = con.execute(
+        "SELECT path FROM duckdb_databases() WHERE database_name = current_database()"
+    ).fetchall()[0][0]
+    markdown = (Path(warehouse).parent / "reports" / "latest.md").read_text()
+    assert f"fitted on {int(held['customers']):,} customers" in markdown
 
 
 def test_the_spend_model_is_chosen_after_a_cutoff_and_is_the_one_published(report):

@@ -451,9 +451,11 @@ def _calibration_lines(opp: dict) -> list[str]:
     lines = []
     if fit:
         held = fit["held_out"]
+        # a count, stored in the model mart's DOUBLE column
+        customers = "n/a" if held["customers"] is None else f"{int(held['customers']):,}"
         lines += [
             f"Calibration ({fit['method']}): k = {fit['hazard_scale']:.4f}, {fit['status']}; "
-            f"fitted on {_cell(held['customers'])} customers of the snapshot 90 days before "
+            f"fitted on {customers} customers of the snapshot 90 days before "
             f"as_of (observed rate {_cell(held['observed_rate'])}, mean predicted "
             f"{_cell(held['mean_before'])} before, {_cell(held['mean_after'])} after). Here: "
             f"mean predicted {_cell(opp.get('mean_predicted_before_calibration'))} before, "
