@@ -18,6 +18,7 @@ from retail_dp.delivery.snapshots import current_name, published_dir
 from retail_dp.descriptors import Alerts
 from retail_dp.generator.landing import GenerateRequest, generate
 from retail_dp.quality import incidents
+from retail_dp.quality.slo import MeasureContext
 from retail_dp.runner import run_checks, run_refresh
 from retail_dp.settings import Settings
 
@@ -344,3 +345,15 @@ def test_slo_report_shares_per_category(built, instance):
         checks, passed, share = int(lines[category][1]), int(lines[category][2]), lines[category][3]
         assert checks > 0 and passed == checks and share == "100.0%"
         assert lines[category][-1] == "MET"
+
+
+def test_a_step_measures_a_figure_its_checks_repeat_once(tmp_path):
+    """One step's checks share a figure they both ask for (fct_purchase's reconciliations ask
+    for its distinct purchase_id twice); the next step measures it again."""
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t AS SELECT 1 AS x")
+    step = MeasureContext(con, AS_OF, tmp_path, None)
+    assert step.scalar("SELECT count(*) FROM t") == 1
+    con.execute("INSERT INTO t VALUES (2)")
+    assert step.scalar("SELECT count(*) FROM t") == 1
+    assert MeasureContext(con, AS_OF, tmp_path, None).scalar("SELECT count(*) FROM t") == 2

@@ -75,8 +75,7 @@ class MartSpec:
 
 
 def _scalar(ctx: MeasureContext, sql: str) -> float:
-    value = ctx.con.execute(sql).fetchall()[0][0]
-    return float(value or 0)
+    return float(ctx.scalar(sql) or 0)
 
 
 def _mart_checks(spec: MartSpec, product: DataProduct, columns: dict[str, str]) -> list[SloCheck]:
