@@ -291,7 +291,9 @@ def _insert_customers(
     kinds = defect_kinds(profile)
     invalid_rate = profile.customer_validity_rate
     rates = [rate, rate, rate if invalid_rate is None else invalid_rate]
-    dup, missing, invalid = plant(rng, n, [KINDS[k] for k in kinds], rates, run.terms)
+    dup, missing, invalid = plant(
+        rng, n, [KINDS[k] for k in kinds], rates, run.terms, frame["signup_s"].to_numpy()
+    )
     if profile.customer_validity_defect == "malformed_email":
         frame.loc[invalid, "email_defect"] = rng.integers(1, 4, invalid.size)
     else:
@@ -349,7 +351,7 @@ def _insert_purchases(
     quantity = lines["quantity"].copy()
     unit_price = lines["unit_price"].copy()
     rates = [run.req.defect_rate] * len(PURCHASE_DEFECTS)
-    planted = plant(rng, size, [KINDS[k] for k in PURCHASE_DEFECTS], rates, run.terms)
+    planted = plant(rng, size, [KINDS[k] for k in PURCHASE_DEFECTS], rates, run.terms, ts)
     qty, orphan_c, orphan_p, future, bad_price = planted
     quantity[qty] = -rng.integers(0, 3, qty.size)  # 0, -1 or -2
     customer = customer.copy()
