@@ -144,6 +144,8 @@ def test_sources_record_a_column_profile(built, instance):
         )
     assert quantity["outliers_iqr"] == outliers
     assert {t["value"]: t["count"] for t in profile["channel"]["top_values"]} == channels
+    # the key's values are each counted once: none are listed as frequent
+    assert profile["purchase_id"]["top_values"] == [] and profile["order_id"]["top_values"]
     income = (
         instance.get_latest_materialization_event(dg.AssetKey("customer_info"))
         .asset_materialization.metadata["column_profile"]

@@ -80,7 +80,9 @@ def build_source_asset(product: DataProduct, contract: pa.DataFrameSchema) -> dg
                     freshness_column=freshness,
                     full_refresh=refresh_mode.full_refresh,
                 )
-            profile = profile_table(con, table(contract.name), result.columns)
+            profile = profile_table(
+                con, table(contract.name), result.columns, key=contract.metadata["key"]
+            )
         if not result.reconciles:
             raise dg.Failure(
                 f"{contract.name}: read {result.rows_read} rows but accepted "

@@ -14,9 +14,11 @@ TOP_VALUES = 5
 
 
 def profile_table(
-    con: duckdb.DuckDBPyConnection, table: str, columns: dict[str, str]
+    con: duckdb.DuckDBPyConnection, table: str, columns: dict[str, str], key: str | None = None
 ) -> dict[str, dict]:
-    """One entry per column; `columns` maps name -> DuckDB type."""
+    """One entry per column; `columns` maps name -> DuckDB type. The `key` column (unique in
+    an accepted table) gets no most frequent values: each would be counted once, and finding
+    them grouped every row (1.5 s of the 5.7 s profile of 20.6M purchase lines)."""
     parts = ["count(*) AS n"]
     for i, (name, typ) in enumerate(columns.items()):
         col = ident(name)
@@ -44,7 +46,9 @@ def profile_table(
         if typ in NUMERIC:
             q1, q3 = next(values) or (None, None)
             entry.update(_outliers(con, table, name, q1, q3))
-        if typ in CATEGORICAL:
+        if typ in CATEGORICAL and name == key:
+            entry["top_values"] = []  # the key: every value once
+        elif typ in CATEGORICAL:
             entry["top_values"] = [
                 {"value": v, "count": c}
                 for v, c in con.execute(
