@@ -246,12 +246,11 @@ def typed_column(name: str) -> str:
     return f"_typed_{name}"
 
 
-def raw_text(name: str, typed: dict[str, str], alias: str = "r") -> str:
-    """SQL for the text of `_raw`'s column `name` as read: a typed read's value as text."""
-    text = f"{alias}.{ident(name)}"
+def raw_text(name: str, typed: dict[str, str]) -> str:
+    """SQL for the text of `_raw r`'s column `name` as read: a typed read's value as text."""
     if name in typed:
-        return f"coalesce({text}, CAST({alias}.{ident(typed_column(name))} AS VARCHAR))"
-    return text
+        return f"coalesce(r.{ident(name)}, CAST(r.{ident(typed_column(name))} AS VARCHAR))"
+    return f"r.{ident(name)}"
 
 
 def _raw_table(con: duckdb.DuckDBPyConnection, schema: pa.DataFrameSchema) -> None:
