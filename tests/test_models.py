@@ -595,6 +595,46 @@ def test_a_buyer_with_nothing_left_to_buy_scores_zero_and_a_prospect_has_no_scor
     assert pd.isna(again["B"]) and again["A"] == pytest.approx(0.75) and again["C"] == 0.0
 
 
+@pytest.mark.parametrize(
+    ("label", "ranking"), [(None, "model"), ("bought_next_90d", "model"), (None, "popularity")]
+)
+def test_scoring_by_codes_gives_what_scoring_the_strings_gives(monkeypatch, label, ranking):
+    """The snapshot is scored in chunks on integer codes of customer and category; the same
+    rows scored at once on their strings give the same frame. Ids sort as text ("10" before
+    "9"), the names by code point ("Zebra" before "apple" before "Épicerie"), candidates vary
+    per customer, ties in score go to the name, and chunks of 2,048 rows split customers."""
+    rows = feature_rows(1500, label=None, seed=11)
+    names = {"Wines": "Zebra", "Meats": "apple", "Fish": "Épicerie", "Gold": "été"}
+    rng = np.random.default_rng(5)
+    rows = rows.assign(
+        customer_id=rows["customer_id"].str[1:].astype(int).astype(str),
+        category=rows["category"].map(names),
+    ).iloc[rng.random(len(rows)) < 0.7]
+    con = duckdb.connect()
+    con.execute("CREATE SCHEMA intermediate")
+    con.register("rows", rows)
+    con.execute(
+        "CREATE TABLE intermediate.int_cross_sell_features AS "
+        "SELECT 0 AS days_before_as_of, * FROM rows"
+    )
+    activity, _ = cross_sell.activity(rows)
+
+    class Rounded:  # coarse probabilities: many ties within a customer
+        def predict(self, frame: pd.DataFrame) -> np.ndarray:
+            return np.round(frame["confidence_max"].to_numpy(float), 1) / 2
+
+    monkeypatch.setattr(assets, "SCORING_CHUNK_VECTORS", 1)
+    chunks = list(assets._scored_chunks(con, 0, Rounded(), activity, label, ranking))
+    assert len(chunks) > 1
+    by_codes = pd.concat(chunks, ignore_index=True)
+    whole = rows.merge(activity, on="customer_id").sort_values(["customer_id", "category"])
+    by_strings = cross_sell.score_customers(
+        whole.reset_index(drop=True), Rounded().predict(whole), label, ranking
+    )
+    pd.testing.assert_frame_equal(by_codes, by_strings)
+    assert by_codes["customer_id"].is_monotonic_increasing and by_codes["customer_id"].is_unique
+
+
 def test_hits_count_the_top_ranked_categories_of_new_category_buyers():
     rows = pd.DataFrame(
         {

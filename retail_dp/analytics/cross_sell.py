@@ -415,29 +415,60 @@ class Calibrated:
 @dataclass(frozen=True)
 class Customers:
     """The customers of a set of rows: each row's code (0, 1, ... in customer_id order), the
-    ids in that order and each one's first row. Rows sorted by customer_id (as the scoring
-    reads them) are coded by one pass over the ids; any other order by hashing them."""
+    ids in that order (an Index named customer_id) and each one's first row. Rows sorted by
+    customer_id (as the scoring reads them) are coded by one pass over the ids; any other
+    order by hashing them."""
 
     codes: np.ndarray
-    ids: np.ndarray
+    ids: pd.Index
     first_rows: np.ndarray
 
     @classmethod
     def of(cls, rows: pd.DataFrame) -> Customers:
-        ids = rows["customer_id"].to_numpy()
+        column = rows["customer_id"]
+        ids = column.to_numpy()
         if len(ids) and np.all(ids[1:] >= ids[:-1]):
-            starts = np.r_[True, ids[1:] != ids[:-1]]
-            return cls(np.cumsum(starts) - 1, ids[starts], np.flatnonzero(starts))
+            starts = _run_starts(ids)
+            index = pd.Index(ids[starts], dtype=column.dtype, name="customer_id")
+            return cls(np.cumsum(starts) - 1, index, np.flatnonzero(starts))
         codes, uniques = pd.factorize(ids, sort=True)
-        return cls(codes, np.asarray(uniques), np.unique(codes, return_index=True)[1])
+        return cls(
+            codes,
+            pd.Index(uniques, dtype=column.dtype, name="customer_id"),
+            np.unique(codes, return_index=True)[1],
+        )
 
-    def index(self, like: pd.Series) -> pd.Index:
-        return pd.Index(self.ids, dtype=like.dtype, name=like.name)
+    @classmethod
+    def of_codes(cls, codes: np.ndarray, ids: pd.Index) -> Customers:
+        """From each row's integer customer code, the rows sorted by it, and the id of each
+        code (`ids[code]`, in id order): no string is compared."""
+        starts = _run_starts(codes)
+        return cls(np.cumsum(starts) - 1, ids[codes[starts]], np.flatnonzero(starts))
 
     def any(self, flags: np.ndarray) -> np.ndarray:
         """Per customer: whether any of their rows is flagged."""
         counts = np.bincount(self.codes, weights=flags.astype(float), minlength=len(self.ids))
         return counts > 0
+
+
+def _run_starts(keys: np.ndarray) -> np.ndarray:
+    """Where each run of equal keys starts, in sorted keys."""
+    return np.r_[True, keys[1:] != keys[:-1]] if len(keys) else np.zeros(0, dtype=bool)
+
+
+@dataclass(frozen=True)
+class RowCodes:
+    """Integer codes of each row's customer and category (both in id or name order) and the
+    category names by code: what the rankings sort and group on, never the strings."""
+
+    customers: Customers
+    category: np.ndarray
+    categories: np.ndarray
+
+    @classmethod
+    def of(cls, rows: pd.DataFrame) -> RowCodes:
+        codes, names = pd.factorize(rows["category"], sort=True)
+        return cls(Customers.of(rows), codes, np.asarray(names, dtype=object))
 
 
 def customer_scores(
@@ -449,29 +480,19 @@ def customer_scores(
     p = np.clip(np.nan_to_num(np.asarray(probability, dtype=float)), 0, 1 - 1e-12)
     # grouped by the integer codes, not the ids: the same sums, without hashing strings
     log_none = pd.Series(np.log1p(-p)).groupby(customers.codes, sort=True).sum()
-    scores = pd.Series(-np.expm1(log_none.to_numpy()), index=customers.index(rows["customer_id"]))
-    return scores.round(9)
-
-
-def row_codes(
-    rows: pd.DataFrame, customers: Customers | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Integer codes of each row's customer and category (both in id or name order)."""
-    customers = customers or Customers.of(rows)
-    return customers.codes, pd.factorize(rows["category"], sort=True)[0]
+    return pd.Series(-np.expm1(log_none.to_numpy()), index=customers.ids).round(9)
 
 
 def within_customer_rank(
-    rows: pd.DataFrame,
-    keys: list[np.ndarray],
-    codes: tuple[np.ndarray, np.ndarray] | None = None,
+    rows: pd.DataFrame, keys: list[np.ndarray], codes: RowCodes | None = None
 ) -> np.ndarray:
     """Each row's rank among its customer's rows (1 = best) by `keys`, highest first, the
-    first key deciding; ties go to the category name. Sorted on integer codes (`row_codes`,
+    first key deciding; ties go to the category name. Sorted on integer codes (`RowCodes`,
     computed here unless given), never on the strings themselves."""
-    customer, category = codes if codes is not None else row_codes(rows)
+    codes = codes or RowCodes.of(rows)
+    customer = codes.customers.codes
     negated = (-np.asarray(k, dtype=float) for k in reversed(keys))
-    order = np.lexsort((category, *negated, customer))
+    order = np.lexsort((codes.category, *negated, customer))
     sorted_customer = customer[order]
     starts = np.r_[True, sorted_customer[1:] != sorted_customer[:-1]]
     position = np.arange(len(order))
@@ -499,24 +520,28 @@ def score_customers(
     probability: np.ndarray,
     label: str | None = None,
     ranking: str = "model",
+    codes: RowCodes | None = None,
 ) -> pd.DataFrame:
     """Per customer of `rows` (all of each customer's rows): the opportunity score and the
     three next-best categories, ranked by `ranking` (RANKINGS; each with its probability);
     with `label`, also whether they bought a new category and, for ours and each baseline
     ranker, whether the top 1 and top 3 held one (NaN for customers who bought none). Works on
-    any chunk that holds whole customers."""
-    rows = rows.assign(score=np.asarray(probability, dtype=float))
+    any chunk that holds whole customers. With `codes`, `rows` need not carry customer_id and
+    category: the codes name them."""
     if rows.empty:
         return _empty_scores(label)
-    customers = Customers.of(rows)
-    codes = row_codes(rows, customers)
-    score = rows["score"].to_numpy()
+    codes = codes or RowCodes.of(rows)
+    customers = codes.customers
+    score = np.asarray(probability, dtype=float)
     ours = within_customer_rank(rows, [score], codes)
-    top = ours if ranking == "model" else None
-    out = _top_three(rows, ranking, customers, codes, top)
+    if ranking == "popularity":  # ties by the model's probability
+        top = within_customer_rank(rows, [_popularity(rows), score], codes)
+    else:
+        top = ours
+    out = _top_three(codes, score, top)
     out["cross_sell_opportunity_score"] = customer_scores(rows, score, customers)
     if label is None:
-        return out.rename_axis("customer_id").reset_index()
+        return out.reset_index()
     bought = pd.to_numeric(rows[label], errors="coerce").fillna(0).to_numpy() > 0
     buyer = customers.any(bought)
     for name, keys in {"ours": None, **baseline_rankings(rows)}.items():
@@ -527,7 +552,7 @@ def score_customers(
     out["new_category_buyer"] = buyer.astype(float)
     recency = pd.to_numeric(rows["recency_days"], errors="coerce").to_numpy(float)
     out["recency_days"] = recency[customers.first_rows]  # the same on every customer's row
-    return out.rename_axis("customer_id").reset_index()
+    return out.reset_index()
 
 
 # score_customers' columns that name the next-best categories
@@ -548,27 +573,15 @@ def _empty_scores(label: str | None) -> pd.DataFrame:
 _BASELINE_INPUTS = ["category_support", "next_adoptions_after_last"]
 
 
-def _top_three(
-    rows: pd.DataFrame,
-    ranking: str = "model",
-    customers: Customers | None = None,
-    codes: tuple[np.ndarray, np.ndarray] | None = None,
-    rank: np.ndarray | None = None,
-) -> pd.DataFrame:
-    """Per customer (in id order): the three best categories by `ranking` and their scores,
-    missing where the customer has fewer candidates."""
-    customers = customers or Customers.of(rows)
-    if rank is None:
-        keys = [rows["score"].to_numpy()]
-        if ranking == "popularity":  # ties by the model's probability
-            keys = [_popularity(rows), *keys]
-        rank = within_customer_rank(rows, keys, codes or row_codes(rows, customers))
-    category, score = rows["category"].to_numpy(), rows["score"].to_numpy(float)
-    out = pd.DataFrame(index=customers.index(rows["customer_id"]))
+def _top_three(codes: RowCodes, score: np.ndarray, rank: np.ndarray) -> pd.DataFrame:
+    """Per customer (in id order): the three best categories by `rank` (within_customer_rank)
+    and their scores, missing where the customer has fewer candidates."""
+    customers = codes.customers
+    out = pd.DataFrame(index=customers.ids)
     for r in (1, 2, 3):
         at = rank == r
         names = np.full(len(customers.ids), np.nan, dtype=object)
-        names[customers.codes[at]] = category[at]
+        names[customers.codes[at]] = codes.categories[codes.category[at]]
         scores = np.full(len(customers.ids), np.nan)
         scores[customers.codes[at]] = score[at]
         # typed even when empty, so the mart's columns keep their types
