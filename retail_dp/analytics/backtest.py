@@ -272,8 +272,9 @@ def category_section(built: Built, new: pd.DataFrame, window: Window) -> dict:
     buyer = rows.groupby("customer_id")["bought"].transform("any").to_numpy()
     customers = int(rows.loc[buyer, "customer_id"].nunique())
     figures = {}
+    codes = cross_sell.RowCodes.of(rows)  # once for every ranker
     for name, keys in rankers.items():
-        rank = cross_sell.within_customer_rank(rows, keys)
+        rank = cross_sell.within_customer_rank(rows, keys, codes)
         hits = {}
         for k in (1, 3):
             hit = (rows["bought"].to_numpy() & (rank <= k))[buyer]
