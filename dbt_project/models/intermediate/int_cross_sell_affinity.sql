@@ -5,12 +5,6 @@
 -- marketplace (70 categories); split, 1.4 GB.
 with
 
-lines as (
-
-    select * from {{ ref('fct_purchase') }}
-
-),
-
 categories as (
 
     select distinct category from {{ ref('dim_product') }}

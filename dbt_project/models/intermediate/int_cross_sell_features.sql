@@ -9,12 +9,6 @@
 {%- set last_lag_bucket = 24 %}
 with
 
-lines as (
-
-    select * from {{ ref('fct_purchase') }}
-
-),
-
 {{ snapshot_history() }},
 
 customer_stats as (
@@ -22,20 +16,19 @@ customer_stats as (
     select
         days_before_as_of,
         customer_id,
-        count(distinct order_id) as orders,
-        count(distinct case
-            when purchase_ts > {{ dbt.dateadd('day', -90, 'cutoff') }} then order_id
+        count(*) as orders,
+        count(case
+            when ordered_at > {{ dbt.dateadd('day', -90, 'cutoff') }} then 1
         end) as orders_90d,
-        count(distinct category) as categories_bought,
-        {{ exact_sum('amount') }} as spend,
-        {{ dbt.datediff('max(purchase_ts)', 'max(cutoff)', 'day') }} as recency_days,
+        {{ exact_sum('order_amount') }} as spend,
+        {{ dbt.datediff('max(ordered_at)', 'max(cutoff)', 'day') }} as recency_days,
         -- the BG/NBD summary at the snapshot (purchase days, weeks)
-        count(distinct purchase_date) - 1 as frequency,
-        cast({{ dbt.datediff('min(purchase_date)', 'max(purchase_date)', 'day') }} as double) / 7
+        count(distinct order_date) - 1 as frequency,
+        cast({{ dbt.datediff('min(order_date)', 'max(order_date)', 'day') }} as double) / 7
             as recency_weeks,
-        cast({{ dbt.datediff('min(purchase_date)', 'cast(max(cutoff) as date)', 'day') }} as double) / 7
+        cast({{ dbt.datediff('min(order_date)', 'cast(max(cutoff) as date)', 'day') }} as double) / 7
             as age_weeks
-    from history
+    from order_history
     group by days_before_as_of, customer_id
 
 ),
@@ -53,15 +46,6 @@ category_counts as (
     select days_before_as_of, category, count(*) as buyers
     from bought
     group by days_before_as_of, category
-
-),
-
-adoptions as (
-
-    -- the day each customer first bought each category
-    select days_before_as_of, customer_id, category, min(purchase_date) as adopted_on
-    from history
-    group by days_before_as_of, customer_id, category
 
 ),
 
@@ -152,6 +136,7 @@ last_adoption as (
     select
         adoptions.days_before_as_of,
         adoptions.customer_id,
+        count(*) as categories_bought,
         max(adoptions.adopted_on) as last_adopted_on,
         {{ dbt.datediff('max(adoptions.adopted_on)', 'cast(max(cutoffs.cutoff) as date)', 'day') }}
             as days_since_last_adoption
@@ -240,11 +225,13 @@ sequence as (
 
 next_purchases as (
 
-    select distinct cutoffs.days_before_as_of, lines.customer_id, lines.category
-    from lines
+    -- a candidate category is one not bought by the snapshot: it was bought in the next 90
+    -- days exactly when the customer's first line in it falls in them
+    select cutoffs.days_before_as_of, customer_categories.customer_id, customer_categories.category
+    from {{ ref('int_customer_categories') }} as customer_categories
     inner join cutoffs
-        on lines.purchase_ts > cutoffs.cutoff
-        and lines.purchase_ts <= {{ dbt.dateadd('day', 90, 'cutoffs.cutoff') }}
+        on customer_categories.first_purchase_at > cutoffs.cutoff
+        and customer_categories.first_purchase_at <= {{ dbt.dateadd('day', 90, 'cutoffs.cutoff') }}
     where cutoffs.days_before_as_of >= 90
 
 ),
@@ -257,7 +244,7 @@ final as (
         affinity.category,
         customer_stats.orders,
         customer_stats.orders_90d,
-        customer_stats.categories_bought,
+        last_adoption.categories_bought,
         customer_stats.spend,
         customer_stats.recency_days,
         customer_stats.frequency,

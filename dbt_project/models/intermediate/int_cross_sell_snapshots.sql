@@ -2,19 +2,26 @@
 -- then, and whether the customer bought any category new to them in the next 90 days.
 with
 
-lines as (
-
-    select * from {{ ref('fct_purchase') }}
-
-),
-
 {{ snapshot_history() }},
 
-orders as (
+category_totals as (
 
-    select days_before_as_of, customer_id, order_id, min(channel) as channel
-    from history
-    group by days_before_as_of, customer_id, order_id
+    -- what each customer had spent on each category by each snapshot: all of it at as_of
+    -- (int_customer_categories, whose lines all precede as_of), and from the lines before
+    -- the cutoff at the older snapshots, built on refit runs only
+    select 0 as days_before_as_of, customer_id, category, spend
+    from {{ ref('int_customer_categories') }}
+    union all
+    select
+        cutoffs.days_before_as_of,
+        lines.customer_id,
+        lines.category,
+        {{ exact_sum('lines.amount') }} as spend
+    from {{ ref('fct_purchase') }} as lines
+    inner join cutoffs
+        on lines.purchase_ts <= cutoffs.cutoff
+    where cutoffs.days_before_as_of > 0
+    group by cutoffs.days_before_as_of, lines.customer_id, lines.category
 
 ),
 
@@ -23,8 +30,8 @@ spend as (
     select
         days_before_as_of,
         customer_id,
-        {{ category_spend() }}
-    from history
+        {{ category_spend(amount='spend') }}
+    from category_totals
     group by days_before_as_of, customer_id
 
 ),
@@ -32,7 +39,7 @@ spend as (
 purchases as (
 
     select days_before_as_of, customer_id, count(*) as purchases
-    from orders
+    from order_history
     group by days_before_as_of, customer_id
 
 ),
