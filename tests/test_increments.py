@@ -290,16 +290,14 @@ def test_incremental_refresh_equals_a_full_rebuild(shape, sample, marketplace, t
         _assert_key_tests_read_the_refreshed_customers(settings.warehouse)
 
 
-def _key_test_passes(warehouse: Path) -> bool:
-    """Run fct_purchase's key test with dbt on `warehouse`, as a run does."""
+def _dbt(warehouse: Path, *args: str) -> subprocess.CompletedProcess:
+    """Run dbt on `warehouse`, as a run does."""
     env = {**os.environ, "DBT_SEND_ANONYMOUS_USAGE_STATS": "false", "DO_NOT_TRACK": "1"}
     vars_ = json.dumps({"warehouse": str(warehouse), "memory_limit": "2GB"})
-    run = subprocess.run(
+    return subprocess.run(
         [
             dbt_executable(),
-            "test",
-            "--select",
-            "unique_fct_purchase_purchase_id",
+            *args,
             "--vars",
             vars_,
             "--target-path",
@@ -310,6 +308,11 @@ def _key_test_passes(warehouse: Path) -> bool:
         capture_output=True,
         text=True,
     )
+
+
+def _key_test_passes(warehouse: Path) -> bool:
+    """Run fct_purchase's key test with dbt on `warehouse`, as a run does."""
+    run = _dbt(warehouse, "test", "--select", "unique_fct_purchase_purchase_id")
     assert "unique_fct_purchase_purchase_id" in run.stdout, run.stdout + run.stderr
     return run.returncode == 0
 
@@ -333,6 +336,12 @@ def _assert_key_tests_read_the_refreshed_customers(warehouse: Path) -> None:
     assert _key_test_passes(warehouse)
     duplicate(touched=True)
     assert not _key_test_passes(warehouse)
+    # a --full-refresh rebuilds every customer, so its scope, and the key tests, are everyone
+    run = _dbt(warehouse, "run", "--full-refresh", "--select", "int_refresh_scope")
+    assert run.returncode == 0, run.stdout + run.stderr
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        scope = con.execute("SELECT all_customers FROM intermediate.int_refresh_scope")
+        assert scope.fetchall() == [(True,)]
 
 
 def test_a_daily_drop_with_no_rows_loads_and_is_recorded(sample, tmp_path):
