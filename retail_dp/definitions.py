@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dagster as dg
-from dagster_dbt import DbtCliResource
 
 from retail_dp.analytics.assets import build_clv_assets, build_cross_sell_assets
 from retail_dp.analytics.checks import model_output_checks
@@ -17,7 +16,12 @@ from retail_dp.resources import Engine, LandingZone, ReferenceTime, RefreshMode,
 from retail_dp.settings import Settings
 from retail_dp.sources.assets import build_source_assets
 from retail_dp.spark.dbt import SPARK_TARGET
-from retail_dp.transform.assets import build_dbt_assets, dbt_executable, dbt_project
+from retail_dp.transform.assets import (
+    LocalDbtCliResource,
+    build_dbt_assets,
+    dbt_executable,
+    dbt_project,
+)
 from retail_dp.transform.marts import check_outputs, load_marts, semantic_tables
 
 REFRESH_JOB = "refresh_cross_sell"
@@ -84,7 +88,7 @@ def build_definitions(settings: Settings, extra_jobs=()) -> dg.Definitions:
             "refresh_mode": RefreshMode(),
             "engine": Engine(name=settings.engine, spark_dir=str(settings.spark_dir)),
             # the dbt target matches the engine (dbt_project/profiles.yml)
-            "dbt": DbtCliResource(
+            "dbt": LocalDbtCliResource(
                 project_dir=str(project.project_dir),
                 profiles_dir=str(project.profiles_dir),
                 dbt_executable=dbt_executable(),

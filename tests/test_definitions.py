@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+from importlib import metadata
 from pathlib import Path
 
 import dagster as dg
@@ -80,3 +81,18 @@ def test_refresh_schedule_follows_the_consumer_descriptor():
     schedule = defs.resolve_schedule_def(f"{catalog.consumer.name}_refresh")
     assert schedule.cron_schedule == catalog.consumer.refresh.cron
     assert schedule.job_name == REFRESH_JOB
+
+
+def test_the_dbt_resource_knows_dbt_s_version_without_running_dbt(monkeypatch):
+    """dagster-dbt would run `dbt --version`, which asks PyPI for the latest release."""
+    import dagster_dbt.core.resource as upstream
+
+    def no_subprocess(*args, **kwargs):
+        raise AssertionError(f"ran {args[0]}")
+
+    monkeypatch.setattr(upstream, "check_output", no_subprocess)
+    dbt = defs.resources["dbt"]
+    fresh = type(dbt)(
+        **{k: getattr(dbt, k) for k in ("project_dir", "profiles_dir", "dbt_executable")}
+    )
+    assert str(fresh._cli_version) == metadata.version("dbt-core")
