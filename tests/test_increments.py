@@ -288,6 +288,7 @@ def test_incremental_refresh_equals_a_full_rebuild(shape, sample, marketplace, t
     con.close()
     if shape == "sample":
         _assert_key_tests_read_the_refreshed_customers(settings.warehouse)
+        _assert_source_key_test_reads_the_loaded_lines(settings.warehouse)
 
 
 def _dbt(warehouse: Path, *args: str) -> subprocess.CompletedProcess:
@@ -342,6 +343,46 @@ def _assert_key_tests_read_the_refreshed_customers(warehouse: Path) -> None:
     with duckdb.connect(str(warehouse), read_only=True) as con:
         scope = con.execute("SELECT all_customers FROM intermediate.int_refresh_scope")
         assert scope.fetchall() == [(True,)]
+
+
+def _source_key_test(warehouse: Path) -> dict:
+    """Run the key test of sources.purchase with dbt on `warehouse`, as the source checks do;
+    its result (a warning test exits 0 either way)."""
+    name = "source_unique_retail_purchase_purchase_id"
+    run = _dbt(warehouse, "test", "--select", name)
+    assert run.returncode == 0, run.stdout + run.stderr
+    results = json.loads((warehouse.parent / "dbt_target" / "run_results.json").read_text())
+    [result] = [r for r in results["results"] if name in r["unique_id"]]
+    return result
+
+
+def _assert_source_key_test_reads_the_loaded_lines(warehouse: Path) -> None:
+    """A daily run's key test on sources.purchase reads the keys of the lines loaded since the
+    models last caught up, and finds them again among all the lines; lines loaded before were
+    tested then. Without a watermark (a first build) it reads every line."""
+
+    def copy_a_line(load_id: str) -> None:
+        with duckdb.connect(str(warehouse)) as con:
+            con.execute(
+                f"""INSERT INTO sources.purchase
+                SELECT * REPLACE ({load_id} AS _load_id) FROM sources.purchase
+                WHERE purchase_id = (SELECT min(purchase_id) FROM sources.purchase)"""
+            )
+
+    assert _source_key_test(warehouse)["status"] == "pass"
+    copy_a_line("_load_id")  # a duplicate among lines loaded before
+    assert _source_key_test(warehouse)["status"] == "pass"
+    copy_a_line("(SELECT max(through_load_id) + 1 FROM reference.refresh_watermark)")
+    result = _source_key_test(warehouse)
+    assert (result["status"], result["failures"]) == ("warn", 1)
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute(
+            "DELETE FROM sources.purchase WHERE _load_id > (SELECT max(through_load_id) "
+            "FROM reference.refresh_watermark)"
+        )
+        con.execute("DROP TABLE reference.refresh_watermark")
+    result = _source_key_test(warehouse)
+    assert (result["status"], result["failures"]) == ("warn", 1)
 
 
 def test_a_daily_drop_with_no_rows_loads_and_is_recorded(sample, tmp_path):

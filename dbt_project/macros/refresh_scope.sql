@@ -171,6 +171,12 @@
   only appear among rows in scope. Testing all of history every day cost a 5M-customer
   increment a hash of 104M keys, which ran out of DuckDB's 2 GB after the day's deletes.
   dbt renders a YAML `where` without project macros, hence the placeholder, replaced here.
+
+  The tests on a source table may do the same with `__loaded_since_refresh__`: the rows loaded
+  since the incremental models last caught up (every row on a first build, a full reload or a
+  --full-refresh, which give every row a new load; and again after a failed run, which leaves
+  the watermark). `__relation__` names the tested table, so that a key test can read the keys
+  of those rows across the whole table.
 -#}
 {% macro get_where_subquery(relation) -%}
     {%- set where = config.get('where', '') -%}
@@ -178,6 +184,11 @@
         {%- if '__refreshed_customers__' in where -%}
             {%- set where = where | replace('__refreshed_customers__', refreshed_customers()) -%}
         {%- endif -%}
+        {%- if '__loaded_since_refresh__' in where -%}
+            {%- set loaded = '_load_id > coalesce(' ~ refresh_watermark() ~ ', -1)' -%}
+            {%- set where = where | replace('__loaded_since_refresh__', loaded) -%}
+        {%- endif -%}
+        {%- set where = where | replace('__relation__', relation | string) -%}
         {%- set filtered -%}
             (select * from {{ relation }} where {{ where }}) dbt_subquery
         {%- endset -%}
