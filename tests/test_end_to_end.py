@@ -23,6 +23,7 @@ ALL_ASSETS = {
     "intermediate/int_orders",
     "intermediate/int_customer_history",
     "intermediate/int_customer_categories",
+    "intermediate/int_customer_order_categories",
     "intermediate/int_customer_rfm",
     "intermediate/int_cross_sell_affinity",
     "intermediate/int_cross_sell_features",

@@ -2,10 +2,10 @@
 -- bought up to as_of, and one order. Standard definitions (as mlxtend's association_rules):
 -- support = P(A and B), confidence = P(B | A), lift = confidence / P(B),
 -- leverage = support - P(A) P(B), conviction = (1 - P(B)) / (1 - confidence).
--- Each basket level is counted from its own `<level>_baskets`: one self-join over the union of
--- both levels (keyed by level and basket) ran out of DuckDB's 2 GB at 5M customers.
-{%- set levels = ['customer', 'order'] %}
-
+-- A customer basket is everything a customer bought (int_customer_categories); an order basket
+-- is a customer's order, counted per customer in int_customer_order_categories, so a daily run
+-- re-counts only the customers it touched. (One self-join over both levels' baskets ran out
+-- of DuckDB's 2 GB at 5M customers.)
 with
 
 categories as (
@@ -14,51 +14,58 @@ categories as (
 
 ),
 
-customer_baskets as (
+customer_categories as (
 
-    select customer_id as basket_id, category from {{ ref('int_customer_categories') }}
-
-),
-
-order_baskets as (
-
-    select distinct order_id as basket_id, category from {{ ref('fct_purchase') }}
+    select customer_id, category from {{ ref('int_customer_categories') }}
 
 ),
 
+-- per level, the baskets, and per (A, B) the baskets that hold both (A = B: that hold A)
 basket_totals as (
-    {% for level in levels %}
-    select '{{ level }}' as basket_level, count(distinct basket_id) as basket_count
-    from {{ level }}_baskets
-    {% if not loop.last %}union all{% endif %}
-    {%- endfor %}
+
+    select 'customer' as basket_level, count(distinct customer_id) as basket_count
+    from customer_categories
+    union all
+    select 'order' as basket_level, count(*) as basket_count
+    from {{ ref('int_orders') }}
+
+),
+
+co_occurrences as (
+
+    select
+        'customer' as basket_level,
+        antecedents.category as antecedent,
+        consequents.category as consequent,
+        count(*) as baskets
+    from customer_categories as antecedents
+    inner join customer_categories as consequents
+        on antecedents.customer_id = consequents.customer_id
+    group by antecedents.category, consequents.category
+    union all
+    select
+        'order' as basket_level,
+        antecedent,
+        consequent,
+        cast(sum(orders) as {{ dbt.type_bigint() }}) as baskets
+    from {{ ref('int_customer_order_categories') }}
+    group by antecedent, consequent
 
 ),
 
 item_counts as (
-    {% for level in levels %}
-    select '{{ level }}' as basket_level, category, count(*) as item_count
-    from {{ level }}_baskets
-    group by category
-    {% if not loop.last %}union all{% endif %}
-    {%- endfor %}
+
+    select basket_level, antecedent as category, baskets as item_count
+    from co_occurrences
+    where antecedent = consequent
 
 ),
 
 pair_counts as (
-    {% for level in levels %}
-    select
-        '{{ level }}' as basket_level,
-        antecedents.category as antecedent,
-        consequents.category as consequent,
-        count(*) as pair_count
-    from {{ level }}_baskets as antecedents
-    inner join {{ level }}_baskets as consequents
-        on antecedents.basket_id = consequents.basket_id
-        and antecedents.category <> consequents.category
-    group by antecedents.category, consequents.category
-    {% if not loop.last %}union all{% endif %}
-    {%- endfor %}
+
+    select basket_level, antecedent, consequent, baskets as pair_count
+    from co_occurrences
+    where antecedent <> consequent
 
 ),
 
