@@ -467,15 +467,17 @@ def _erase(args: argparse.Namespace) -> int:
         print("retail-dp erase: the rebuild failed; the customer stays suppressed and older "
               "snapshots are kept: fix the run and erase again", file=sys.stderr)  # fmt: skip
         return 1
-    clean, deleted = purge_snapshots(target, args.customer)
+    clean, deleted, parts = purge_snapshots(target, args.customer)
     outcome = "erased" if clean else "failed"
     audit_erasure(log, now(), digest, args.reason, outcome=outcome, run_id=report.run_id,
-                  snapshot=current_name(target), snapshots_deleted=deleted)  # fmt: skip
+                  snapshot=current_name(target), snapshots_deleted=deleted,
+                  parts_deleted=parts)  # fmt: skip
     if not clean:
         print("retail-dp erase: the new snapshot still holds the customer", file=sys.stderr)
         return 1
     print(f"erased: snapshot {current_name(target)} is clean; deleted {len(deleted)} older "
-          f"snapshot(s) that held the customer: {', '.join(deleted) or '-'}")  # fmt: skip
+          f"snapshot(s) that held the customer: {', '.join(deleted) or '-'}, and {len(parts)} "
+          "Parquet part(s) only they read")  # fmt: skip
     return 0
 
 

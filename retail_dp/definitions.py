@@ -67,7 +67,10 @@ def build_definitions(settings: Settings, extra_jobs=()) -> dg.Definitions:
         ),
         with_policies(
             build_publish_asset(
-                consumer, check_keys, [*published, *semantic_tables(project.manifest_path)]
+                consumer,
+                check_keys,
+                [*published, *semantic_tables(project.manifest_path)],
+                {f"marts.{m.name}": m.parts_by for m in marts if m.published and m.parts_by},
             ),
             catalog,
             eager=True,

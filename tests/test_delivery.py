@@ -436,7 +436,11 @@ def test_reads_during_snapshot_swaps_see_one_whole_snapshot(built, tmp_path):
     second = first.replace(".duckdb", "-doubled.duckdb")
     shutil.copy(target / "snapshots" / first, target / "snapshots" / second)
     with duckdb.connect(str(target / "snapshots" / second)) as con:
-        con.execute("UPDATE marts.fct_purchase SET amount = amount * 2")
+        # fct_purchase is a view over the published Parquet parts: the doubled one a table
+        con.execute("CREATE TABLE marts.doubled AS SELECT * FROM marts.fct_purchase")
+        con.execute("UPDATE marts.doubled SET amount = amount * 2")
+        con.execute("DROP VIEW marts.fct_purchase")
+        con.execute("ALTER TABLE marts.doubled RENAME TO fct_purchase")
         info = json.loads(con.execute("SELECT info FROM published.snapshot").fetchall()[0][0])
         info["snapshot_id"] = second.removesuffix(".duckdb")
         con.execute("UPDATE published.snapshot SET info = ?", [json.dumps(info)])

@@ -380,7 +380,9 @@ def test_files_are_owner_only(guarded, built):
     _, settings, _ = built
     target = published_dir(settings.warehouse)
     snapshot = target / "snapshots" / current_name(target)
+    [part, *_] = (target / "parts").glob("*.parquet")
     for path, mode in [(snapshot, 0o600), (target / "snapshots", 0o700), (target, 0o700),
+                       (target / "parts", 0o700), (part, 0o600),
                        (guarded.audit_log, 0o600)]:  # fmt: skip
         assert stat.S_IMODE(path.stat().st_mode) == mode, (path, oct(path.stat().st_mode))
 

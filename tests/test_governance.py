@@ -144,6 +144,22 @@ def _holding(path, needles: list[str]) -> list[str]:
     return found
 
 
+def _part_holds(path, needles: list[str]) -> bool:
+    """Whether a published Parquet part has any of `needles` in a text column."""
+    with duckdb.connect() as con:
+        columns = con.execute(
+            "SELECT column_name FROM (DESCRIBE SELECT * FROM read_parquet(?)) "
+            "WHERE column_type = 'VARCHAR'", [str(path)]
+        ).fetchall()  # fmt: skip
+        return any(
+            con.execute(
+                f'SELECT count(*) FROM read_parquet(?) WHERE contains("{c}", ?)', [str(path), n]
+            ).fetchall()[0][0]
+            for (c,) in columns
+            for n in needles
+        )
+
+
 def test_erasure_leaves_no_trace_in_tables_snapshots_exports_or_answers(built, sample, tmp_path):
     _, settings, _ = built
     landing = tmp_path / "landing"
@@ -173,6 +189,10 @@ def test_erasure_leaves_no_trace_in_tables_snapshots_exports_or_answers(built, s
     assert after != before and not (target / "snapshots" / before).exists()
     for path in [warehouse, *sorted((target / "snapshots").glob("*.duckdb"))]:
         assert _holding(path, needles) == [], path
+    # the months of the customer's lines were published again without them; the parts that
+    # held them are gone, and the months they did not touch are still shared
+    parts = sorted((target / "parts").glob("*.parquet"))
+    assert parts and not [p for p in parts if _part_holds(p, needles)]
     with duckdb.connect(str(warehouse), read_only=True) as con:
         audits = {s: json.loads(a) for s, a in con.execute(
             "SELECT source, audit FROM sources.landing_audit").fetchall()}  # fmt: skip
@@ -200,6 +220,7 @@ def test_erasure_leaves_no_trace_in_tables_snapshots_exports_or_answers(built, s
     erasure = [json.loads(x) for x in log.splitlines() if '"erasure"' in x][-1]
     assert erasure["outcome"] == "erased" and erasure["reason"] == "Art. 17 request #1"
     assert erasure["snapshots_deleted"] == [before] and customer not in log
+    assert erasure["parts_deleted"] and not set(erasure["parts_deleted"]) & {p.name for p in parts}
 
 
 # -- the typed contract ------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import dagster as dg
 import duckdb
 import pytest
 
+from retail_dp.delivery.snapshots import current_name, parts_list, published_dir
 from retail_dp.descriptors import Catalog, LandingInput
 from retail_dp.generator.daily import daily_drops, end_of
 from retail_dp.runner import run_refresh
@@ -217,6 +218,8 @@ def test_incremental_refresh_equals_a_full_rebuild(shape, sample, marketplace, t
         settings, as_of=datetime.fromisoformat(end_of(date(2026, 6, 25))), instance=instance
     )
     assert first.ok, first.failure
+    published = published_dir(settings.warehouse)
+    first_parts = _published_parts(published)
     for day in (date(2026, 6, 26), date(2026, 6, 27)):
         _drop(days, inc, day)
         last = day == date(2026, 6, 27)
@@ -250,6 +253,7 @@ def test_incremental_refresh_equals_a_full_rebuild(shape, sample, marketplace, t
     # the last increment rebuilt only the customers it touched
     assert scope[0] is False and scope[1] > scope[2]
     assert 0 < touched < customers / 4
+    _assert_published_parts_are_shared(settings.warehouse, first_parts)
 
     full_settings = Settings.from_env(
         data_dir=inc, warehouse=tmp_path / "full" / "retail_dp.duckdb"
@@ -289,6 +293,38 @@ def test_incremental_refresh_equals_a_full_rebuild(shape, sample, marketplace, t
     if shape == "sample":
         _assert_key_tests_read_the_refreshed_customers(settings.warehouse)
         _assert_source_key_test_reads_the_loaded_lines(settings.warehouse)
+
+
+def _published_parts(published: Path) -> set[str]:
+    """The Parquet parts the current snapshot's fct_purchase reads."""
+    snapshot = published / "snapshots" / current_name(published)
+    return set(json.loads(parts_list(snapshot).read_text()))
+
+
+def _assert_published_parts_are_shared(warehouse: Path, first_parts: set[str]) -> None:
+    """The increments published fct_purchase again as the months they changed, sharing the
+    others with the first build's snapshot; the snapshot reads what the warehouse holds."""
+    published = published_dir(warehouse)
+    parts = _published_parts(published)
+    assert parts & first_parts and parts - first_parts, (first_parts, parts)
+    on_disk = {p.name for p in (published / "parts").glob("*.parquet")}
+    listed = set()
+    for listing in (published / "snapshots").glob("*.parts.json"):
+        listed |= set(json.loads(listing.read_text()))
+    assert on_disk == listed  # nothing kept that no snapshot reads
+    snapshot = published / "snapshots" / current_name(published)
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        con.execute(f"ATTACH '{snapshot}' AS s (READ_ONLY)")
+        assert _differences(con, "marts.fct_purchase", "s.marts.fct_purchase", "*") == 0
+        types = (
+            "SELECT column_name, data_type FROM information_schema.columns WHERE "
+            "table_catalog = ? AND table_schema = 'marts' AND table_name = 'fct_purchase'"
+        )
+        assert sorted(con.execute(types, ["s"]).fetchall()) == sorted(
+            con.execute(
+                types, [con.execute("SELECT current_database()").fetchall()[0][0]]
+            ).fetchall()
+        )
 
 
 def _dbt(warehouse: Path, *args: str) -> subprocess.CompletedProcess:

@@ -18,9 +18,13 @@ SLO_REPORT = "monitor/slo_attainment"
 
 
 def build_publish_asset(
-    consumer: DataProduct, check_keys: list[dg.AssetCheckKey], inputs: list[str]
+    consumer: DataProduct,
+    check_keys: list[dg.AssetCheckKey],
+    inputs: list[str],
+    parts_by: dict[str, str] | None = None,
 ) -> dg.AssetsDefinition:
-    """`inputs`: the published marts and the semantic tables (asset keys), from the manifest."""
+    """`inputs`: the published marts and the semantic tables (asset keys), from the manifest;
+    `parts_by`: the tables (`schema.name`) published as Parquet parts, by their split column."""
 
     @dg.asset(
         key=SNAPSHOT_KEY,
@@ -47,7 +51,7 @@ def build_publish_asset(
         target = published_dir(Path(warehouse.database))
         with warehouse.get_connection() as con:
             path, info = publish(
-                con, target, context.run_id, reference_time.resolve(context), checks
+                con, target, context.run_id, reference_time.resolve(context), checks, parts_by
             )
         context.log.info(f"published {path.name}: {len(info.tables)} tables, {len(checks)} checks")
         return dg.MaterializeResult(
@@ -55,6 +59,7 @@ def build_publish_asset(
                 "snapshot": info.snapshot_id,
                 "path": dg.MetadataValue.path(str(path)),
                 "tables": dg.MetadataValue.json(info.tables),
+                "parts": dg.MetadataValue.json(info.parts),
                 "checks": len(checks),
             }
         )

@@ -4,7 +4,8 @@
    the list itself does not hold the id): ingestion drops their rows from every source that
    has a `customer_id` before judging anything, so they reach no table, not even quarantine.
 2. The product is rebuilt and published (the caller runs the refresh).
-3. Every older snapshot that still holds the id is deleted; the new one must not hold it.
+3. Every older snapshot that still holds the id is deleted, and the Parquet parts only such
+   snapshots read; the new one must not hold it.
 4. The erasure is audited (the digest, the reason, what was deleted), never the id.
 """
 
@@ -16,7 +17,7 @@ from pathlib import Path
 import duckdb
 
 from retail_dp.delivery.audit import AuditLog
-from retail_dp.delivery.snapshots import current_name
+from retail_dp.delivery.snapshots import current_name, prune_parts
 from retail_dp.sources.ingest import SUPPRESSED_COLUMN, add_to_suppression_list
 
 
@@ -47,9 +48,11 @@ def holds(path: Path, customer_id: str) -> bool:
         con.close()
 
 
-def purge_snapshots(target: Path, customer_id: str) -> tuple[bool, list[str]]:
-    """Delete every snapshot but the current one that holds the customer. Returns whether
-    the current snapshot is clean and the names deleted."""
+def purge_snapshots(target: Path, customer_id: str) -> tuple[bool, list[str], list[str]]:
+    """Delete every snapshot but the current one that holds the customer, then every Parquet
+    part no remaining snapshot reads (a part is named by its content, so a part the current,
+    clean snapshot reads cannot hold the customer). Returns whether the current snapshot is
+    clean, the snapshots deleted and the parts deleted."""
     current = current_name(target)
     snapshots = target / "snapshots"
     clean = current is not None and not holds(snapshots / current, customer_id)
@@ -58,7 +61,7 @@ def purge_snapshots(target: Path, customer_id: str) -> tuple[bool, list[str]]:
         if path.name != current and holds(path, customer_id):
             path.unlink()
             deleted.append(path.name)
-    return clean, deleted
+    return clean, deleted, prune_parts(target)
 
 
 def audit_erasure(log: AuditLog, now: str, digest: str, reason: str | None, **outcome) -> None:

@@ -28,6 +28,7 @@ class Mart:
     published: bool
     slo: dict[str, Any] = field(default_factory=dict)
     fitted: bool = False  # written by a model fit rather than built by dbt
+    parts_by: str | None = None  # published as Parquet parts by this column (delivery/snapshots)
 
     @property
     def asset(self) -> str:
@@ -48,6 +49,7 @@ def _mart(node: dict, fitted: bool) -> Mart:
         published=bool(meta.get("published", False)),
         slo=meta.get("slo") or {},
         fitted=fitted,
+        parts_by=meta.get("publish_parts_by"),
     )
 
 
