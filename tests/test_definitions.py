@@ -83,8 +83,9 @@ def test_refresh_schedule_follows_the_consumer_descriptor():
     assert schedule.job_name == REFRESH_JOB
 
 
-def test_the_dbt_resource_knows_dbt_s_version_without_running_dbt(monkeypatch):
-    """dagster-dbt would run `dbt --version`, which asks PyPI for the latest release."""
+def test_the_dbt_resource_knows_dbt_s_version_without_running_dbt(monkeypatch, tmp_path):
+    """dagster-dbt would run `dbt --version`, which asks PyPI for the latest release, and
+    load a dbt adapter in this process on every call."""
     import dagster_dbt.core.resource as upstream
 
     def no_subprocess(*args, **kwargs):
@@ -96,3 +97,5 @@ def test_the_dbt_resource_knows_dbt_s_version_without_running_dbt(monkeypatch):
         **{k: getattr(dbt, k) for k in ("project_dir", "profiles_dir", "dbt_executable")}
     )
     assert str(fresh._cli_version) == metadata.version("dbt-core")
+    invocation = fresh.cli(["parse", "--quiet"], target_path=tmp_path).wait()
+    assert invocation.is_successful() and invocation.adapter is None
