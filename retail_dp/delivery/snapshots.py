@@ -78,7 +78,7 @@ def publish(
     partial.unlink(missing_ok=True)
     alias = "publishing"
     tables, parts = {}, {}
-    con.execute(f"ATTACH '{partial}' AS {alias}")
+    con.execute(f"ATTACH {_quoted(partial)} AS {alias}")
     try:
         rows = con.execute(
             "SELECT table_schema, table_name FROM information_schema.tables "
@@ -94,7 +94,7 @@ def publish(
             if table in parts_by:
                 files = write_parts(con, target / PARTS, f'"{schema}"."{name}"', parts_by[table])
             if files:
-                paths = ", ".join(f"'{target / PARTS / f}'" for f in files)
+                paths = ", ".join(_quoted(target / PARTS / f) for f in files)
                 con.execute(f"CREATE VIEW {copy} AS SELECT * FROM read_parquet([{paths}])")
                 parts[table] = files
             else:  # not split, or no rows to split
@@ -156,7 +156,7 @@ def write_parts(con: duckdb.DuckDBPyConnection, folder: Path, table: str, column
                         SELECT t.*, p.part AS _part FROM {table} t
                         JOIN _publish_parts p ON t."{column}" IS NOT DISTINCT FROM p.value
                         WHERE list_contains(?, p.part)
-                    ) TO '{scratch}' (FORMAT parquet, PARTITION_BY (_part))""",
+                    ) TO {_quoted(scratch)} (FORMAT parquet, PARTITION_BY (_part))""",
                     [missing],
                 )
                 for name in missing:
@@ -195,6 +195,11 @@ def prune_parts(target: Path) -> list[str]:
     for scratch in folder.glob(".writing-*") if folder.exists() else []:
         shutil.rmtree(scratch, ignore_errors=True)  # left by a publish that was killed
     return sorted(deleted)
+
+
+def _quoted(path: Path) -> str:
+    """A path as a SQL string literal."""
+    return "'" + str(path).replace("'", "''") + "'"
 
 
 def _write_atomically(path: Path, text: str) -> None:
