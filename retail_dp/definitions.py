@@ -33,7 +33,8 @@ def build_definitions(settings: Settings, extra_jobs=()) -> dg.Definitions:
     project = dbt_project(settings.dbt_project_dir)
     marts = load_marts(project.manifest_path)
     check_outputs(catalog.consumer, marts, settings.descriptors_dir)
-    published = [m.asset for m in marts if m.published]
+    published_marts = [m for m in marts if m.published]
+    published = [m.asset for m in published_marts]
     refresh = dg.define_asset_job(
         REFRESH_JOB,
         selection=dg.AssetSelection.all(),
@@ -70,7 +71,7 @@ def build_definitions(settings: Settings, extra_jobs=()) -> dg.Definitions:
                 consumer,
                 check_keys,
                 [*published, *semantic_tables(project.manifest_path)],
-                {f"marts.{m.name}": m.parts_by for m in marts if m.published and m.parts_by},
+                {m.asset.replace("/", "."): m.parts_by for m in published_marts if m.parts_by},
             ),
             catalog,
             eager=True,

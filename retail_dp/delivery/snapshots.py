@@ -29,6 +29,8 @@ from pathlib import Path
 
 import duckdb
 
+from retail_dp.sources.rules import ident, literal
+
 logger = logging.getLogger(__name__)
 
 POINTER = "CURRENT"
@@ -78,7 +80,7 @@ def publish(
     partial.unlink(missing_ok=True)
     alias = "publishing"
     tables, parts = {}, {}
-    con.execute(f"ATTACH {_quoted(partial)} AS {alias}")
+    con.execute(f"ATTACH {literal(partial)} AS {alias}")
     try:
         rows = con.execute(
             "SELECT table_schema, table_name FROM information_schema.tables "
@@ -94,7 +96,7 @@ def publish(
             if table in parts_by:
                 files = write_parts(con, target / PARTS, f'"{schema}"."{name}"', parts_by[table])
             if files:
-                paths = ", ".join(_quoted(target / PARTS / f) for f in files)
+                paths = ", ".join(literal(target / PARTS / f) for f in files)
                 con.execute(f"CREATE VIEW {copy} AS SELECT * FROM read_parquet([{paths}])")
                 parts[table] = files
             else:  # not split, or no rows to split
@@ -137,9 +139,9 @@ def write_parts(con: duckdb.DuckDBPyConnection, folder: Path, table: str, column
     the ones not on disk yet (in one pass over the table). Returns the parts' file names."""
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE _publish_parts AS
-        SELECT t."{column}" AS value,
+        SELECT t.{ident(column)} AS value,
             regexp_replace(
-                coalesce(CAST(t."{column}" AS VARCHAR), 'null'), '[^0-9A-Za-z]+', '-', 'g'
+                coalesce(CAST(t.{ident(column)} AS VARCHAR), 'null'), '[^0-9A-Za-z]+', '-', 'g'
             )
             || '-' || left(md5(count(*)::VARCHAR || ':' || sum(hash(t)::HUGEINT)::VARCHAR), 16)
             || '.parquet' AS part
@@ -154,9 +156,9 @@ def write_parts(con: duckdb.DuckDBPyConnection, folder: Path, table: str, column
                 con.execute(
                     f"""COPY (
                         SELECT t.*, p.part AS _part FROM {table} t
-                        JOIN _publish_parts p ON t."{column}" IS NOT DISTINCT FROM p.value
+                        JOIN _publish_parts p ON t.{ident(column)} IS NOT DISTINCT FROM p.value
                         WHERE list_contains(?, p.part)
-                    ) TO {_quoted(scratch)} (FORMAT parquet, PARTITION_BY (_part))""",
+                    ) TO {literal(scratch)} (FORMAT parquet, PARTITION_BY (_part))""",
                     [missing],
                 )
                 for name in missing:
@@ -195,11 +197,6 @@ def prune_parts(target: Path) -> list[str]:
     for scratch in folder.glob(".writing-*") if folder.exists() else []:
         shutil.rmtree(scratch, ignore_errors=True)  # left by a publish that was killed
     return sorted(deleted)
-
-
-def _quoted(path: Path) -> str:
-    """A path as a SQL string literal."""
-    return "'" + str(path).replace("'", "''") + "'"
 
 
 def _write_atomically(path: Path, text: str) -> None:
