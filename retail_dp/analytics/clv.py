@@ -434,29 +434,58 @@ def _expected_if_alive_by_quadrature(
 # --- Gamma-Gamma --------------------------------------------------------------------------
 
 
+def _spend_terms(params: np.ndarray, x: np.ndarray) -> dict:
+    """The parts of each repeat customer's Gamma-Gamma terms that depend on their purchases x
+    alone (and the parameters): every special function. As for BG/NBD, the objective evaluates
+    them once per distinct x and looks them up per customer."""
+    p, q, _ = params
+    px = p * x
+    return {
+        "gammaln_pxq": gammaln(px + q),
+        "gammaln_px": gammaln(px),
+        "digamma_pxq": digamma(px + q),
+        "digamma_px": digamma(px),
+        "log_x": np.log(x),
+    }
+
+
 def _gamma_gamma_terms(
-    params: np.ndarray, x: np.ndarray, m: np.ndarray
+    params: np.ndarray,
+    x: np.ndarray,
+    m: np.ndarray,
+    by_purchases: tuple[dict, np.ndarray] | None = None,
+    log_m: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Each repeat customer's log-likelihood of their mean value m over x transactions, and
-    its gradient in (p, q, gamma)."""
+    its gradient in (p, q, gamma). `by_purchases`: `_spend_terms` over the distinct values of
+    x and each row's index into them; `log_m`: log(m), which no parameter changes (the same
+    numbers as computing them here)."""
     p, q, gamma = params
+    if by_purchases is None:
+        per_x = _spend_terms(params, x)
+    else:
+        table, codes = by_purchases
+        per_x = {name: values[codes] for name, values in table.items()}
+    if log_m is None:
+        log_m = np.log(m)
     px = p * x
-    log_scale = np.log(gamma + x * m)
+    scale = gamma + x * m
+    log_scale = np.log(scale)
     ll = (
-        gammaln(px + q)
-        - gammaln(px)
+        per_x["gammaln_pxq"]
+        - per_x["gammaln_px"]
         - gammaln(q)
         + q * np.log(gamma)
-        + (px - 1) * np.log(m)
-        + px * np.log(x)
+        + (px - 1) * log_m
+        + px * per_x["log_x"]
         - (px + q) * log_scale
     )
-    psi = digamma(px + q)
+    psi = per_x["digamma_pxq"]
     grad = np.stack(
         [
-            x * (psi - digamma(px) + np.log(m) + np.log(x) - log_scale),
+            x * (psi - per_x["digamma_px"] + log_m + per_x["log_x"] - log_scale),
             psi - digamma(q) + np.log(gamma) - log_scale,
-            q / gamma - (px + q) / (gamma + x * m),
+            q / gamma - (px + q) / scale,
         ]
     )
     return ll, grad
@@ -472,10 +501,18 @@ def gamma_gamma_log_likelihood(
 
 def gamma_gamma_objective(x: np.ndarray, m: np.ndarray, weights: np.ndarray) -> Objective:
     total = weights.sum()
+    levels, codes = np.unique(x, return_inverse=True)
+    log_m = np.log(m)
+
+    def terms(params, x, m, log_m, codes, table):
+        return _gamma_gamma_terms(params, x, m, (table, codes), log_m)
 
     def objective(log_params: np.ndarray) -> tuple[float, np.ndarray]:
         params = np.exp(log_params)
-        ll, grad = _in_parallel(lambda *rows: _gamma_gamma_terms(params, *rows), x.size, x, m)
+        table = _spend_terms(params, levels)
+        ll, grad = _in_parallel(
+            lambda *rows: terms(params, *rows, table), x.size, x, m, log_m, codes
+        )
         return -float(weights @ ll) / total, -(grad @ weights) * params / total
 
     return objective
