@@ -27,6 +27,10 @@ SCORING_CHUNK_VECTORS = 64
 FIT_DUCKDB_SHARE = 0.5
 # the training sample: the rows with the smallest md5 of this key, the same on any engine
 SAMPLE_KEY_SQL = "md5(customer_id || '|' || category)"
+# the refit's backtest scores at most this many of the snapshot's customers, those with the
+# smallest md5 of customer_id: AUC's standard error on 250,000 customers is about 0.002, and
+# scoring every customer of the 1M-customer shop cost 5 s of each refit
+MAX_BACKTEST_CUSTOMERS = 250_000
 
 
 def _columns(marts: list[Mart], asset: str) -> list[tuple[str, str, str]]:
@@ -332,22 +336,29 @@ def _fit_cross_sell(con, model_columns) -> dict:
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cross-sell-fit") as pool:
         final_job = pool.submit(cross_sell.fit, _training_sample(con, 90, activity[90]))
         model, model_fit = cross_sell.fit(_training_sample(con, 180, activity.pop(180)))
+        snapshots, sampled_from = _backtest_customers(con)
+        backtest_activity = activity.pop(90)
+        if len(snapshots) < sampled_from:
+            drawn = backtest_activity["customer_id"].isin(snapshots["customer_id"])
+            backtest_activity = backtest_activity[drawn.to_numpy()]
         # without the recommended categories, which the backtest does not read
         scored = pd.concat(
             [
                 part.drop(columns=list(cross_sell.RECOMMENDED))
-                for part in _scored_chunks(con, 90, model, activity.pop(90), "bought_next_90d")
+                for part in _scored_chunks(
+                    con,
+                    90,
+                    model,
+                    backtest_activity,
+                    "bought_next_90d",
+                    only_these_customers=len(snapshots) < sampled_from,
+                )
             ],
             ignore_index=True,
         )
         final, final_fit = final_job.result()
-    # what the backtest reads, no more
-    snapshots = con.execute(
-        "SELECT customer_id, dataos_cross_sell_score, bought_new_category_next_90d "
-        "FROM intermediate.int_cross_sell_snapshots "
-        "WHERE days_before_as_of = 90 ORDER BY customer_id"
-    ).df()
     metrics, undefined = cross_sell.backtest(snapshots, scored)
+    metrics["backtest_sampled_from"] = sampled_from
     calibration = _calibration(model, final, scored)
     scorer = cross_sell.Calibrated(final, calibration)
     ranking = cross_sell.choose_ranking(metrics)
@@ -425,6 +436,24 @@ def _activity(con) -> tuple[dict[int, pd.DataFrame], dict[int, clv.BgNbd]]:
     return frames, models
 
 
+def _backtest_customers(con) -> tuple[pd.DataFrame, int]:
+    """What the backtest reads of the snapshot 90 days before as_of, no more: its customers,
+    at most MAX_BACKTEST_CUSTOMERS of them (the smallest md5 of customer_id, the same ones
+    for the same data on any engine), in customer order; and how many it has in all."""
+    (customers,) = con.execute(
+        "SELECT count(*) FROM intermediate.int_cross_sell_snapshots WHERE days_before_as_of = 90"
+    ).fetchone()
+    snapshots = con.execute(
+        """SELECT * FROM (
+            SELECT customer_id, dataos_cross_sell_score, bought_new_category_next_90d
+            FROM intermediate.int_cross_sell_snapshots WHERE days_before_as_of = 90
+            ORDER BY md5(customer_id), customer_id LIMIT ?
+        ) ORDER BY customer_id""",
+        [MAX_BACKTEST_CUSTOMERS],
+    ).df()
+    return snapshots, int(customers)
+
+
 def _customers(con, days_before_as_of: int) -> pd.DataFrame:
     """The BG/NBD summary of every customer with a candidate row at the snapshot."""
     return con.execute(
@@ -439,17 +468,43 @@ def _customers(con, days_before_as_of: int) -> pd.DataFrame:
 def _activity_view(con, activity: pd.DataFrame):
     """`activity` (one row per customer, `cross_sell.activity`) as the view
     `_customer_activity`, for the queries that give each candidate row its customer's activity
-    (`LEFT JOIN _customer_activity a USING (customer_id)`)."""
-    con.register("_customer_activity", activity)
+    (`LEFT JOIN _customer_activity a USING (customer_id)`), with the customer's code: their
+    position in `activity`, which is in customer_id order."""
+    con.register("_customer_activity", activity.assign(customer_code=np.arange(len(activity))))
     try:
         yield
     finally:
         con.unregister("_customer_activity")
 
 
+@contextmanager
+def _category_codes(con, days_before_as_of: int):
+    """The snapshot's candidate categories in name order, registered with their codes (0,
+    1, ...) as `_category_codes` (category, category_code) for the query to join."""
+    categories = np.asarray(
+        [
+            name
+            for (name,) in con.execute(
+                "SELECT DISTINCT category FROM intermediate.int_cross_sell_features "
+                "WHERE days_before_as_of = ? ORDER BY category",
+                [days_before_as_of],
+            ).fetchall()
+        ],
+        dtype=object,
+    )
+    codes = pd.DataFrame({"category": categories, "category_code": np.arange(len(categories))})
+    con.register("_category_codes", codes)
+    try:
+        yield categories
+    finally:
+        con.unregister("_category_codes")
+
+
 # what the logistic fit does not read (cross_sell.fit: the features' inputs, the label, the
-# weight, frequency for the repeat share, customer_id and category for the order)
+# weight, frequency for the repeat share, the customer's and category's codes for the order)
 SAMPLE_UNUSED = (
+    "customer_id",
+    "category",
     "days_before_as_of",
     "spend",
     "recency_weeks",
@@ -462,7 +517,9 @@ def _training_sample(con, days_before_as_of: int, activity: pd.DataFrame) -> pd.
     """A bounded sample of one snapshot's labelled rows, stratified by the label: every
     buyer's row up to half of MAX_TRAINING_ROWS, non-buyers' rows to fill the rest, each
     stratum's rows those with the smallest md5 of customer_id|category (the same ones for the
-    same data on any engine), weighted by the inverse of their stratum's sampling rate."""
+    same data on any engine), weighted by the inverse of their stratum's sampling rate. The
+    rows name their customer and category by code (`_activity_view`, `_category_codes`), in
+    that order: a million rows' two strings made Python objects cost a second."""
     counts = dict(
         con.execute(
             "SELECT coalesce(bought_next_90d, 0), count(*) "
@@ -484,17 +541,18 @@ def _training_sample(con, days_before_as_of: int, activity: pd.DataFrame) -> pd.
             ORDER BY {SAMPLE_KEY_SQL}, customer_id, category LIMIT ?)"""
         for label in (1, 0)
     )
-    with _activity_view(con, activity):
+    with _activity_view(con, activity), _category_codes(con, days_before_as_of):
         return con.execute(
             f"""WITH drawn AS ({draw})
         SELECT f.* EXCLUDE ({", ".join(SAMPLE_UNUSED)}),
             CASE d.stratum WHEN 1 THEN ?::DOUBLE / ? ELSE ?::DOUBLE / ? END AS sample_weight,
-            a.* EXCLUDE (customer_id)
+            a.* EXCLUDE (customer_id), c.category_code
         FROM intermediate.int_cross_sell_features f
         JOIN drawn d USING (customer_id, category)
+        JOIN _category_codes c USING (category)
         LEFT JOIN _customer_activity a USING (customer_id)
         WHERE f.days_before_as_of = ?
-        ORDER BY f.customer_id, f.category""",
+        ORDER BY a.customer_code, c.category_code""",
             [
                 days_before_as_of,
                 quota[1],
@@ -516,73 +574,57 @@ def _scored_chunks(
     activity: pd.DataFrame,
     label: str | None = None,
     ranking: str = "model",
+    only_these_customers: bool = False,
 ) -> Iterator[pd.DataFrame]:
     """Every customer of one snapshot scored in bounded chunks of whole customers (a
     customer's rows are never split), each row with its customer's `activity` (joined in the
     same scan): `cross_sell.score_customers` per chunk, in customer order; at least one
-    (empty) frame."""
+    (empty) frame. `only_these_customers`: `activity` holds some of the snapshot's customers
+    (a sample), and only theirs are scored; otherwise a row whose customer it lacks fails."""
     # `activity` holds one row per customer of the snapshot, in customer_id order: its
     # position is the customer's code, and the categories are coded in name order. The rows
     # come with the two codes instead of the two strings, which pandas would make a Python
     # object of each (a third of the time, holding the GIL the scoring needs)
-    coded = activity.assign(customer_code=np.arange(len(activity)))
     ids = pd.Index(activity["customer_id"], name="customer_id")
-    categories = np.asarray(
-        [
-            name
-            for (name,) in con.execute(
-                "SELECT DISTINCT category FROM intermediate.int_cross_sell_features "
-                "WHERE days_before_as_of = ? ORDER BY category",
-                [days_before_as_of],
-            ).fetchall()
-        ],
-        dtype=object,
-    )
-    category_codes = pd.DataFrame(
-        {"category": categories, "category_code": np.arange(len(categories))}
-    )
     # not the BG/NBD summary (`activity` carries what scoring takes from it) nor the spend:
     # fewer columns to convert
-    with _activity_view(con, coded):
-        con.register("_category_codes", category_codes)
-        try:
-            result = con.execute(
-                "SELECT f.* EXCLUDE (days_before_as_of, customer_id, category, spend, frequency, "
-                "recency_weeks, age_weeks), c.category_code, a.* EXCLUDE (customer_id) "
-                "FROM intermediate.int_cross_sell_features f "
-                "JOIN _category_codes c USING (category) "
-                "LEFT JOIN _customer_activity a USING (customer_id) "
-                "WHERE f.days_before_as_of = ? ORDER BY a.customer_code, c.category_code",
-                [days_before_as_of],
-            )
-            carry, yielded = None, False
-            for chunk in _prefetched(lambda: result.fetch_df_chunk(SCORING_CHUNK_VECTORS)):
-                done = chunk.empty
-                if carry is not None:
-                    chunk = pd.concat([carry, chunk], ignore_index=True)
-                if chunk["customer_code"].isna().any():
-                    raise dg.Failure(
-                        f"cross-sell scoring: a row of the snapshot {days_before_as_of} days "
-                        "before as_of has a customer without activity features"
-                    )
-                customer = chunk["customer_code"].to_numpy(np.int64)
-                # the last customer's rows may continue in the next chunk: keep them for it
-                others = np.flatnonzero(customer != customer[-1]) if len(customer) else customer
-                cut = len(chunk) if done else (int(others[-1]) + 1 if len(others) else 0)
-                carry = chunk.iloc[cut:]
-                rows = chunk.iloc[:cut]
-                if cut or (done and not yielded):
-                    yielded = True
-                    codes = cross_sell.RowCodes(
-                        cross_sell.Customers.of_codes(customer[:cut], ids),
-                        rows["category_code"].to_numpy(np.int64),
-                        categories,
-                    )
-                    yield cross_sell.score_customers(
-                        rows, scorer.predict(rows), label, ranking, codes
-                    )
-        finally:
-            con.unregister("_category_codes")
+    with _activity_view(con, activity), _category_codes(con, days_before_as_of) as categories:
+        result = con.execute(
+            "SELECT f.* EXCLUDE (days_before_as_of, customer_id, category, spend, frequency, "
+            "recency_weeks, age_weeks), c.category_code, a.* EXCLUDE (customer_id) "
+            "FROM intermediate.int_cross_sell_features f "
+            "JOIN _category_codes c USING (category) "
+            f"{'' if only_these_customers else 'LEFT '}JOIN _customer_activity a "
+            "USING (customer_id) "
+            "WHERE f.days_before_as_of = ? ORDER BY a.customer_code, c.category_code",
+            [days_before_as_of],
+        )
+        carry, yielded = None, False
+        for chunk in _prefetched(lambda: result.fetch_df_chunk(SCORING_CHUNK_VECTORS)):
+            done = chunk.empty
+            if carry is not None:
+                chunk = pd.concat([carry, chunk], ignore_index=True)
+            if chunk["customer_code"].isna().any():
+                raise dg.Failure(
+                    f"cross-sell scoring: a row of the snapshot {days_before_as_of} days "
+                    "before as_of has a customer without activity features"
+                )
+            customer = chunk["customer_code"].to_numpy(np.int64)
+            # the last customer's rows may continue in the next chunk: keep them for it
+            others = np.flatnonzero(customer != customer[-1]) if len(customer) else customer
+            cut = len(chunk) if done else (int(others[-1]) + 1 if len(others) else 0)
+            carry = chunk.iloc[cut:]
+            rows = chunk.iloc[:cut]
+            if cut or (done and not yielded):
+                yielded = True
+                codes = cross_sell.RowCodes(
+                    cross_sell.Customers.of_codes(customer[:cut], ids),
+                    rows["category_code"].to_numpy(np.int64),
+                    categories,
+                )
+                yield cross_sell.score_customers(
+                    rows, scorer.predict(rows), label, ranking, codes
+                )
 
 
 def _publish_recommendations(

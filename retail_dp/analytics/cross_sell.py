@@ -207,12 +207,13 @@ def fit(
     A `weight` column (a stratified sample's inverse sampling rates) weights each row, so the
     fit estimates the fit on every row. Rows are sorted first, so the sums run in the same
     order for the same data."""
-    if not _in_order(rows):  # a copy of every row: only when needed
-        rows = rows.sort_values(["customer_id", "category"], kind="stable")
+    keys = _order_keys(rows)
+    if not _in_order(rows, keys):  # a copy of every row: only when needed
+        rows = rows.sort_values(keys, kind="stable")
     y = pd.to_numeric(rows[label], errors="coerce").fillna(0).to_numpy(dtype=float)
     w = rows[weight].to_numpy(dtype=float) if weight in rows else np.ones(len(y))
     positives = int(y.sum())
-    repeat_share = _repeat_share(rows)
+    repeat_share = _repeat_share(rows, keys[0])
     failure = _cannot_learn(len(y), positives)
     if failure:
         report = clv.FitReport("failed", False, 0, None, len(y), repeat_share, (failure,))
@@ -260,9 +261,17 @@ def fit(
     return model, report
 
 
-def _in_order(rows: pd.DataFrame) -> bool:
-    """Whether the rows are sorted by customer_id, then category."""
-    ids, names = rows["customer_id"].to_numpy(), rows["category"].to_numpy()
+def _order_keys(rows: pd.DataFrame) -> list[str]:
+    """What names each row's customer and category: their integer codes (in customer_id and
+    category order) where the rows carry them, as the product's training sample does, or the
+    ids themselves."""
+    coded = ["customer_code", "category_code"]
+    return coded if set(coded) <= set(rows.columns) else ["customer_id", "category"]
+
+
+def _in_order(rows: pd.DataFrame, keys: list[str]) -> bool:
+    """Whether the rows are sorted by the customer, then the category (`_order_keys`)."""
+    ids, names = rows[keys[0]].to_numpy(), rows[keys[1]].to_numpy()
     same = ids[1:] == ids[:-1]
     return bool(np.all((ids[1:] > ids[:-1]) | (same & (names[1:] >= names[:-1]))))
 
@@ -297,10 +306,10 @@ def _loss(z: np.ndarray, y: np.ndarray, w: np.ndarray):
     return loss, hessian
 
 
-def _repeat_share(rows: pd.DataFrame) -> float:
+def _repeat_share(rows: pd.DataFrame, customer: str = "customer_id") -> float:
     if rows.empty or "frequency" not in rows:
         return 0.0
-    customers = rows.drop_duplicates("customer_id")
+    customers = rows.drop_duplicates(customer)
     return float((pd.to_numeric(customers["frequency"], errors="coerce") > 0).mean())
 
 

@@ -329,7 +329,7 @@ async function metrics(p, panel) {
   const figure = (v) => (v == null ? "not defined" : v.toFixed(3));
   if (quality) {
     charts.append(Charts.bars("Cross-sell backtest: ours vs DataOS's score",
-      `Out-of-time backtest on ${quality.backtest_customers_scored ?? quality.backtest_customers} customers: ROC AUC ${figure(quality.auc)} for our opportunity score, ${figure(quality.auc_dataos)} for DataOS's score; top-decile precision ${figure(quality.top_decile_precision)} vs ${figure(quality.top_decile_precision_dataos)}.`,
+      `Out-of-time backtest on ${quality.backtest_customers_scored ?? quality.backtest_customers} customers${quality.backtest_sampled_from > quality.backtest_customers ? ` (a sample of the snapshot's ${quality.backtest_sampled_from})` : ""}: ROC AUC ${figure(quality.auc)} for our opportunity score, ${figure(quality.auc_dataos)} for DataOS's score; top-decile precision ${figure(quality.top_decile_precision)} vs ${figure(quality.top_decile_precision_dataos)}.`,
       ["ROC AUC", "Top-decile precision"],
       [{ name: "ours", values: { "ROC AUC": quality.auc, "Top-decile precision": quality.top_decile_precision } },
        { name: "DataOS", values: { "ROC AUC": quality.auc_dataos, "Top-decile precision": quality.top_decile_precision_dataos } }],
