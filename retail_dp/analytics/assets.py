@@ -622,9 +622,7 @@ def _scored_chunks(
                     rows["category_code"].to_numpy(np.int64),
                     categories,
                 )
-                yield cross_sell.score_customers(
-                    rows, scorer.predict(rows), label, ranking, codes
-                )
+                yield cross_sell.score_customers(rows, scorer.predict(rows), label, ranking, codes)
 
 
 def _publish_recommendations(
