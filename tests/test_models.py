@@ -176,6 +176,25 @@ def test_the_held_out_log_likelihood_chooses_the_model_that_made_the_data(truth)
     assert row["purchase_model"] == truth and row["holdout_customers"] == holdout.sum()
 
 
+def test_the_choice_learns_from_a_bounded_draw_of_the_other_customers(monkeypatch):
+    world = clv.BgNbd(r=0.8, alpha=6.0, a=1.2, b=3.0, model="mbgnbd")
+    x, t_x, T = simulate_purchases(6000, world, 104, seed=6)
+    holdout = np.arange(len(x)) % 5 == 0
+    draw = np.random.default_rng(6).permutation(len(x))
+    everyone = clv.choose_purchase_model(x, t_x, T, holdout, draw)
+    assert everyone.training_customers is None  # under the bound: every other customer
+    monkeypatch.setattr(clv, "MAX_CHOICE_CUSTOMERS", 2000)
+    training = clv.choice_training(holdout, draw)
+    # the 2,000 customers outside the holdout with the smallest draws, none held out
+    assert training.sum() == 2000 and not (training & holdout).any()
+    assert draw[training].max() < draw[~holdout & ~training].min()
+    bounded = clv.choose_purchase_model(x, t_x, T, holdout, draw)
+    assert bounded.training_customers == 2000 and bounded.chosen.model == "mbgnbd"
+    # the choice is refitted on everyone: the same optimum whichever customers it chose on
+    for name in ("r", "alpha", "a", "b"):
+        assert getattr(bounded.chosen, name) == pytest.approx(getattr(everyone.chosen, name), 1e-5)
+
+
 def test_cross_sell_matches_scikit_learns_logistic_regression():
     """Same design matrix, same weights, same L2 penalty (C = 1 / (penalty x total weight),
     intercept unpenalised): the same coefficients."""
@@ -711,6 +730,47 @@ def test_the_training_sample_is_bounded_stratified_and_weighted(monkeypatch):
     )
     again = assets._training_sample(con, 90, activity)
     pd.testing.assert_frame_equal(sample, again)
+
+
+def test_the_refits_backtest_scores_a_bounded_draw_of_the_snapshots_customers(monkeypatch):
+    rows = feature_rows(300, label=None, seed=7).assign(days_before_as_of=90)
+    con = duckdb.connect()
+    con.register("frame", rows)
+    con.execute("CREATE SCHEMA intermediate")
+    con.execute("CREATE TABLE intermediate.int_cross_sell_features AS SELECT * FROM frame")
+    # the snapshot also holds customers with no candidate row (they bought every category)
+    con.execute(
+        """CREATE TABLE intermediate.int_cross_sell_snapshots AS
+        SELECT DISTINCT 90 AS days_before_as_of, customer_id, 0.5 AS dataos_cross_sell_score,
+            1 AS bought_new_category_next_90d FROM frame
+        UNION ALL SELECT 90, 'Z' || range, 0.1, 0 FROM range(20)"""
+    )
+    activity, _ = cross_sell.activity(rows)
+    model, _ = cross_sell.fit(cross_sell.with_activity(rows, activity)[0])
+    snapshots, total = assets._backtest_customers(con)
+    assert len(snapshots) == total == 320  # under the bound: every customer
+    monkeypatch.setattr(assets, "MAX_BACKTEST_CUSTOMERS", 100)
+    snapshots, total = assets._backtest_customers(con)
+    smallest = con.execute(
+        "SELECT customer_id FROM intermediate.int_cross_sell_snapshots "
+        "ORDER BY md5(customer_id) LIMIT 100"
+    ).df()
+    assert total == 320 and len(snapshots) == 100
+    assert snapshots["customer_id"].is_monotonic_increasing
+    assert set(snapshots["customer_id"]) == set(smallest["customer_id"])
+    drawn = activity[activity["customer_id"].isin(snapshots["customer_id"])]
+    with pytest.raises(dg.Failure, match="without activity features"):
+        list(assets._scored_chunks(con, 90, model, drawn, "bought_next_90d"))
+    scored = pd.concat(
+        assets._scored_chunks(con, 90, model, drawn, "bought_next_90d", only_these_customers=True)
+    )
+    assert list(scored["customer_id"]) == list(drawn["customer_id"])
+    # each drawn customer scores as when every customer is scored
+    everyone = pd.concat(assets._scored_chunks(con, 90, model, activity, "bought_next_90d"))
+    pd.testing.assert_frame_equal(
+        scored.reset_index(drop=True),
+        everyone[everyone["customer_id"].isin(drawn["customer_id"])].reset_index(drop=True),
+    )
 
 
 def test_chunked_scoring_equals_scoring_everything_at_once(monkeypatch):

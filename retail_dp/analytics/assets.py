@@ -109,7 +109,8 @@ def build_clv_assets(product: DataProduct, marts: list[Mart]) -> dg.AssetsDefini
             rfm = con.execute(
                 "SELECT customer_id, frequency, round(recency_weeks, 9) AS recency_weeks, "
                 "round(age_weeks, 9) AS age_weeks, round(monetary_value, 6) AS monetary_value, "
-                f"round(total_spend, 6) AS total_spend, {clv.HOLDOUT_SQL} AS holdout "
+                f"round(total_spend, 6) AS total_spend, {clv.HOLDOUT_SQL} AS holdout, "
+                f"{clv.DRAW_SQL} AS draw "
                 "FROM intermediate.int_customer_rfm ORDER BY customer_id"
             ).df()
             if refit:
@@ -125,7 +126,9 @@ def build_clv_assets(product: DataProduct, marts: list[Mart]) -> dg.AssetsDefini
                 fitted[k] for k in ("choice", "gamma_gamma", "spend", "parameters")
             )
             bgnbd = choice.chosen
-            rfm = clv.predict_customers(rfm.drop(columns="holdout"), bgnbd, gg, HORIZON_WEEKS)
+            rfm = clv.predict_customers(
+                rfm.drop(columns=["holdout", "draw"]), bgnbd, gg, HORIZON_WEEKS
+            )
             _replace_table(
                 con,
                 "marts.customer_lifetime_value",
@@ -209,7 +212,9 @@ def _fit_clv(con, rfm: pd.DataFrame, as_of) -> dict:
     model (Gamma-Gamma, plain or shrunk to the pooled value, by a spend holdout): what scoring
     needs, and the parameters row of marts.clv_model_parameters."""
     x = rfm["frequency"].to_numpy(float)
-    choice = clv.choose_purchase_model(x, rfm["recency_weeks"], rfm["age_weeks"], rfm["holdout"])
+    choice = clv.choose_purchase_model(
+        x, rfm["recency_weeks"], rfm["age_weeks"], rfm["holdout"], rfm["draw"].to_numpy()
+    )
     fallback = clv.pooled_order_value(rfm["total_spend"].to_numpy(float), x)
     spend = clv.choose_spend_model(**clv.spend_holdout(con, as_of))
     prior = fallback if spend.chosen == "pooled_shrinkage" else None
