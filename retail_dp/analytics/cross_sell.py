@@ -84,7 +84,10 @@ def activity(
     customers (on their distinct summaries, so every customer counts and the order does not),
     starting from `start` if given (another snapshot's fit), and the model. With `fitted`, that
     model is applied as it is (a run between refits)."""
-    customers = customers.drop_duplicates("customer_id").sort_values("customer_id", kind="stable")
+    ids = customers["customer_id"].to_numpy()
+    if not (len(ids) < 2 or bool(np.all(ids[1:] > ids[:-1]))):  # as the product reads them
+        customers = customers.drop_duplicates("customer_id")
+        customers = customers.sort_values("customer_id", kind="stable")
     x, t_x, T = (customers[c].to_numpy(float) for c in SUMMARY)
     model = fitted if fitted is not None else clv.fit_bgnbd(x, t_x, T, start=start)
     usable = model.report is not None and model.report.fit_status != "failed"
@@ -307,10 +310,12 @@ def _loss(z: np.ndarray, y: np.ndarray, w: np.ndarray):
 
 
 def _repeat_share(rows: pd.DataFrame, customer: str = "customer_id") -> float:
+    """The share of the rows' customers with a repeat purchase; `rows` sorted by customer."""
     if rows.empty or "frequency" not in rows:
         return 0.0
-    customers = rows.drop_duplicates(customer)
-    return float((pd.to_numeric(customers["frequency"], errors="coerce") > 0).mean())
+    first = _run_starts(rows[customer].to_numpy())  # each customer's first row
+    frequency = pd.to_numeric(rows["frequency"], errors="coerce").to_numpy(float)[first]
+    return float((frequency > 0).mean())
 
 
 # --- calibration ------------------------------------------------------------------------------
@@ -509,8 +514,14 @@ def within_customer_rank(
     computed here unless given), never on the strings themselves."""
     codes = codes or RowCodes.of(rows)
     customer = codes.customers.codes
-    negated = (-np.asarray(k, dtype=float) for k in reversed(keys))
-    order = np.lexsort((codes.category, *negated, customer))
+    negated = [-np.asarray(k, dtype=float) for k in reversed(keys)]
+    # rows in customer, then category order (as the product scores them) break the keys' ties
+    # by category as they are: lexsort is stable, so one sort of the codes fewer
+    in_order = np.all(
+        (customer[1:] > customer[:-1])
+        | ((customer[1:] == customer[:-1]) & (codes.category[1:] >= codes.category[:-1]))
+    )
+    order = np.lexsort((*negated, customer) if in_order else (codes.category, *negated, customer))
     sorted_customer = customer[order]
     starts = np.r_[True, sorted_customer[1:] != sorted_customer[:-1]]
     position = np.arange(len(order))
