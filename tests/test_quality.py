@@ -15,12 +15,14 @@ import duckdb
 import pytest
 
 from retail_dp.delivery.snapshots import current_name, published_dir
-from retail_dp.descriptors import Alerts
+from retail_dp.descriptors import Alerts, Catalog
 from retail_dp.generator.landing import GenerateRequest, generate
 from retail_dp.quality import incidents
+from retail_dp.quality.marts import mart_checks
 from retail_dp.quality.slo import MeasureContext
 from retail_dp.runner import run_checks, run_refresh
 from retail_dp.settings import Settings
+from retail_dp.transform.marts import Mart
 
 from .conftest import AS_OF, END_DATE, located, run_cli
 
@@ -357,3 +359,28 @@ def test_a_step_measures_a_figure_its_checks_repeat_once(tmp_path):
     con.execute("INSERT INTO t VALUES (2)")
     assert step.scalar("SELECT count(*) FROM t") == 1
     assert MeasureContext(con, AS_OF, tmp_path, None).scalar("SELECT count(*) FROM t") == 2
+    # quoting a plain name or spacing does not make another query; a literal's quotes do
+    assert step.scalar('SELECT  count(*) FROM "t"') == 1
+    assert step.scalar("SELECT count(*) FROM t WHERE x = 2") == 1
+    assert step.scalar("SELECT count(*) FROM t WHERE x::VARCHAR = '2'") == 1
+    assert step.scalar("SELECT count(*) FROM t WHERE x::VARCHAR = ' 2'") == 0
+
+
+@pytest.mark.parametrize("keys", [["a", "b", "b", None, None], ["a", "b", "c", None, "d"]])
+def test_uniqueness_counts_a_missing_key_as_one_value_and_shares_the_distinct_count(tmp_path, keys):
+    """A mart's uniqueness on one key column takes the distinct count the reconciliations
+    also ask for; the missing keys count as one value, as SELECT DISTINCT counts them."""
+    product = Catalog.load(Settings().descriptors_dir).consumer
+    mart = Mart("t", {"k": "VARCHAR"}, {}, published=False, slo={"key": ["k"]})
+    (check,) = [c for c in mart_checks(product, [mart]) if c.category == "uniqueness"]
+    con = duckdb.connect()
+    con.execute("CREATE SCHEMA marts")
+    con.execute("CREATE TABLE marts.t (k VARCHAR)")
+    con.executemany("INSERT INTO marts.t VALUES (?)", [[k] for k in keys])
+    expected = len(keys) - len(set(keys))  # None is one value in a Python set too
+    step = MeasureContext(con, AS_OF, tmp_path, None)
+    measured = check.measure(step)
+    assert measured.metadata["duplicate_rows"] == expected and measured.metadata["rows"] == 5
+    assert step.scalar("SELECT count(DISTINCT k) FROM marts.t") == len({k for k in keys if k})
+    con.execute("INSERT INTO marts.t VALUES ('a')")  # measured once: the step does not see it
+    assert step.scalar('SELECT count(DISTINCT "k") FROM marts."t"') == len({k for k in keys if k})
