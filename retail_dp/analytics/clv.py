@@ -81,9 +81,9 @@ HOLDOUT_SQL = "substr(md5(customer_id), 1, 1) IN ('0', '1', '2')"
 # with the smallest draws are those with the smallest md5, on any engine
 DRAW_SQL = "('0x' || substr(md5(customer_id), 1, 15))::BIGINT"
 # the candidates of the choice learn from at most this many of the other customers (the
-# smallest draws): at 1M customers, fitting both on all 770,000 of them cost 3 s, and their
-# held-out log-likelihoods differ per customer by 0.015 where this many customers' estimates
-# move them by less than 0.001
+# smallest draws): at 1M customers, fitting both on all 770,000 of them cost 3 s, and the
+# draw moved their held-out log-likelihoods by 1e-5 per customer, where the two models'
+# differ by 0.015
 MAX_CHOICE_CUSTOMERS = 250_000
 
 
