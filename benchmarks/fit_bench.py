@@ -11,12 +11,21 @@ and prints medians.
 
 With --warehouse, a warehouse already built from DIR at the same as_of is used instead of a new
 build: every run is then fits-only, and the fitted marts in it are replaced.
+
+With --against REV (and --warehouse), the baseline is another revision's code measured in the
+same session: a git worktree of REV (its dbt project parsed there) and this checkout take turns,
+`--repeat` fits-only runs each, each on its own copy of the warehouse, and the medians of both
+and their ratio are printed. The machine's speed drifts within an hour; taking turns exposes
+both versions to the same drift.
+
+    python benchmarks/fit_bench.py --data-dir DIR --warehouse BUILT --against 1c98011
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -69,9 +78,11 @@ print("RESULT " + json.dumps({"rows": len(rows), "sample_rows": sampled.training
 """
 
 
-def child(code: str, *args: str) -> dict:
+def child(code: str, *args: str, root: Path = ROOT) -> dict:
+    """`code` in a fresh interpreter in `root`, whose retail_dp it imports (the working
+    directory comes first on the path, before the editable install)."""
     out = subprocess.run(
-        [sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=ROOT
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=root
     )
     # the result may follow other output on the same line
     lines = [line.split("RESULT ", 1)[1] for line in out.stdout.splitlines() if "RESULT " in line]
@@ -80,13 +91,64 @@ def child(code: str, *args: str) -> dict:
     return json.loads(lines[-1])
 
 
+def against(args: argparse.Namespace, revision: str) -> None:
+    """This checkout's fits and `revision`'s, taking turns on copies of one warehouse."""
+    with tempfile.TemporaryDirectory(prefix="fit_bench_") as tmp:
+        baseline = Path(tmp) / "baseline"
+        git = ["git", "-C", str(ROOT)]
+        subprocess.run([*git, "worktree", "add", "--detach", str(baseline), revision], check=True)
+        try:
+            subprocess.run(
+                [sys.executable, "-m", "retail_dp.cli", "prepare"], cwd=baseline, check=True
+            )
+            roots = {revision: baseline, "this checkout": ROOT}
+            copies = {name: Path(tmp) / f"{i}.duckdb" for i, name in enumerate(roots)}
+            for name in roots:
+                shutil.copy(args.warehouse, copies[name])
+            times: dict[str, list[list[float]]] = {name: [] for name in roots}
+            for turn in range(args.repeat):
+                for name, root in roots.items():
+                    run = child(
+                        RUN,
+                        str(args.data_dir),
+                        str(copies[name]),
+                        args.as_of,
+                        json.dumps(FITTED),
+                        root=root,
+                    )
+                    if not run["ok"]:
+                        raise SystemExit(f"{name}: the run failed: {run['failure']}")
+                    steps = [run["steps"].get(s, float("nan")) for s in FIT_STEPS]
+                    times[name].append(steps)
+                    print(f"turn {turn + 1}, {name}: {', '.join(f'{t:.1f}' for t in steps)} s, "
+                          f"peak RSS {run['peak_rss_mb']:.0f} MB")  # fmt: skip
+        finally:
+            subprocess.run([*git, "worktree", "remove", "--force", str(baseline)], check=False)
+    medians = {}
+    for name, runs in times.items():
+        per_step = [statistics.median(r[i] for r in runs) for i in range(len(FIT_STEPS))]
+        medians[name] = statistics.median(sum(r) for r in runs)
+        steps = ", ".join(f"{s} {t:.1f}" for s, t in zip(FIT_STEPS, per_step, strict=True))
+        print(f"{name}: both fits median {medians[name]:.1f} s ({steps} s)")
+    ratio = medians["this checkout"] / medians[revision]
+    print(f"this checkout / {revision}: {ratio:.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data-dir", type=Path, required=True)
     parser.add_argument("--as-of", default="2026-07-01 06:00:00")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--warehouse", type=Path, help="a warehouse built from --data-dir")
+    parser.add_argument(
+        "--against", metavar="REV", help="a git revision whose fits take turns with these"
+    )
     args = parser.parse_args()
+    if args.against:
+        if not args.warehouse:
+            parser.error("--against needs --warehouse (a warehouse built from --data-dir)")
+        against(args, args.against)
+        return
     with tempfile.TemporaryDirectory(prefix="fit_bench_") as tmp:
         if args.warehouse:
             warehouse, runs = str(args.warehouse), []
