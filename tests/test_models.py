@@ -773,6 +773,23 @@ def test_the_refits_backtest_scores_a_bounded_draw_of_the_snapshots_customers(mo
     )
 
 
+def test_the_within_customer_rank_is_the_same_whatever_the_rows_order():
+    """Rows in customer and category order take a shorter sort (ties already in category
+    order); shuffled rows the full one: the same rank for every row, ties by category."""
+    rows = feature_rows(400, label=None, seed=8).sort_values(["customer_id", "category"])
+    rows = rows.reset_index(drop=True)
+    score = np.round(np.random.default_rng(8).random(len(rows)), 1)  # many ties
+    in_order = cross_sell.within_customer_rank(rows, [score])
+    shuffled = np.random.default_rng(9).permutation(len(rows))
+    again = cross_sell.within_customer_rank(rows.iloc[shuffled], [score[shuffled]])
+    np.testing.assert_array_equal(again, in_order[shuffled])
+    first = rows.assign(score=score)[in_order == 1]
+    best = rows.assign(score=score).sort_values(
+        ["customer_id", "score", "category"], ascending=[True, False, True]
+    )
+    assert list(first["category"]) == list(best.groupby("customer_id")["category"].first())
+
+
 def test_chunked_scoring_equals_scoring_everything_at_once(monkeypatch):
     rows = feature_rows(1500, label=None, seed=4).assign(days_before_as_of=0)
     rows = rows.drop(index=rows.index[5::29])  # customers with 3 or 4 rows: chunks split them

@@ -342,8 +342,8 @@ def _fit_cross_sell(con, model_columns) -> dict:
         final_job = pool.submit(cross_sell.fit, _training_sample(con, 90, activity[90]))
         model, model_fit = cross_sell.fit(_training_sample(con, 180, activity.pop(180)))
         snapshots, sampled_from = _backtest_customers(con)
-        backtest_activity = activity.pop(90)
-        if len(snapshots) < sampled_from:
+        backtest_activity, sampled = activity.pop(90), len(snapshots) < sampled_from
+        if sampled:
             drawn = backtest_activity["customer_id"].isin(snapshots["customer_id"])
             backtest_activity = backtest_activity[drawn.to_numpy()]
         # without the recommended categories, which the backtest does not read
@@ -356,7 +356,7 @@ def _fit_cross_sell(con, model_columns) -> dict:
                     model,
                     backtest_activity,
                     "bought_next_90d",
-                    only_these_customers=len(snapshots) < sampled_from,
+                    only_these_customers=sampled,
                 )
             ],
             ignore_index=True,

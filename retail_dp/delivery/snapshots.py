@@ -89,18 +89,19 @@ def publish(
             list(PUBLISHED_SCHEMAS),
         ).fetchall()
         for schema in sorted({s for s, _ in rows}):
-            con.execute(f'CREATE SCHEMA {alias}."{schema}"')
+            con.execute(f"CREATE SCHEMA {alias}.{ident(schema)}")
         for schema, name in rows:
-            table, copy = f"{schema}.{name}", f'{alias}."{schema}"."{name}"'
+            source = f"{ident(schema)}.{ident(name)}"
+            table, copy = f"{schema}.{name}", f"{alias}.{source}"
             files = []
             if table in parts_by:
-                files = write_parts(con, target / PARTS, f'"{schema}"."{name}"', parts_by[table])
+                files = write_parts(con, target / PARTS, source, parts_by[table])
             if files:
                 paths = ", ".join(literal(target / PARTS / f) for f in files)
                 con.execute(f"CREATE VIEW {copy} AS SELECT * FROM read_parquet([{paths}])")
                 parts[table] = files
             else:  # not split, or no rows to split
-                con.execute(f'CREATE TABLE {copy} AS SELECT * FROM "{schema}"."{name}"')
+                con.execute(f"CREATE TABLE {copy} AS SELECT * FROM {source}")
             tables[table] = con.execute(f"SELECT count(*) FROM {copy}").fetchall()[0][0]
         info = SnapshotInfo(
             snapshot_id=snapshot_id,
