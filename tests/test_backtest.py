@@ -237,6 +237,16 @@ def test_hits_and_scores_by_hand():
     assert hits["rankers"]["transitions"]["hit_at_1"] == 0.0
     # last period: B's Gold adoption makes Gold the most adopted category then
     assert hits["rankers"]["same_as_last_period"]["hit_at_1"] == 0.5
+    # a ranker given from outside (an oracle): scored like the others, among the same buyers
+    truth = {"Meats": 3.0, "Gold": 2.0}
+    more = backtest.category_section(
+        built, new, window, more_rankers=lambda rows: {
+            "oracle": [rows["category"].map(truth).fillna(0.0).to_numpy(float)]
+        }
+    )  # fmt: skip
+    assert more["customers"] == 2
+    assert more["rankers"]["oracle"] == {"hit_at_1": 0.5, "hit_at_3": 1.0}
+    assert {k: v for k, v in more["rankers"].items() if k != "oracle"} == hits["rankers"]
 
 
 def test_decile_calibration_compares_predicted_with_observed():

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from retail_dp.descriptors import Catalog, SloCategory
-from retail_dp.generator.landing import GenerateRequest, generate
+from retail_dp.generator.landing import GenerateRequest, generate, simulated_catalogue
 from retail_dp.generator.profiles import PROFILES, MarketplaceProfile
 from retail_dp.settings import Settings
 from retail_dp.sources.audit import COMPLETENESS_REASONS, UNIQUENESS_REASONS, LandingAudit
@@ -210,6 +210,32 @@ def test_marketplace_has_the_shape_of_a_real_marketplace(market):
         manifest["true_parameters"]["bg_nbd"]
         == manifest["profile"]["parameters"]["purchase_process"]
     )
+
+
+def test_the_simulated_catalogue_is_the_one_generate_wrote(market):
+    """benchmarks/category_oracle.py ranks by the catalogue's true category shares: it must be
+    the catalogue of the files, product for product."""
+    folder, manifest = market
+    req = GenerateRequest(
+        customers=manifest["customers"], seed=manifest["seed"], profile=MarketplaceProfile()
+    )
+    products = simulated_catalogue(req)
+    written = (
+        duckdb.connect()
+        .execute(f"SELECT product_category, price FROM read_csv('{folder}/product.csv')")
+        .fetchall()
+    )
+    categories = req.profile.categories
+    assert len(written) == products.category.size
+    assert [c for c, _ in written] == [categories[i] for i in products.category]
+    assert [p for _, p in written] == products.price.tolist()
+    assert products.popularity.sum() == pytest.approx(1.0)
+    # another seed draws another catalogue
+    other = simulated_catalogue(
+        GenerateRequest(customers=manifest["customers"], seed=manifest["seed"] + 1,
+                        profile=MarketplaceProfile())
+    )  # fmt: skip
+    assert other.category.tolist() != products.category.tolist()
 
 
 def test_vocabulary_comes_from_the_descriptors(tmp_path):

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -248,9 +249,15 @@ def _recent_adopters(built: Built, window: Window) -> pd.Index:
     return pd.Index(recent["customer_id"].unique())
 
 
-def category_section(built: Built, new: pd.DataFrame, window: Window) -> dict:
+def category_section(
+    built: Built,
+    new: pd.DataFrame,
+    window: Window,
+    more_rankers: Callable[[pd.DataFrame], dict[str, list[np.ndarray]]] | None = None,
+) -> dict:
     """Hit@1 and hit@3 of each ranker among the customers who bought a new category and had
-    one left to recommend."""
+    one left to recommend. `more_rankers` adds rankers of the candidate rows (name -> sort
+    keys, highest first), such as an oracle that knows how the data was made."""
     rows = built.candidates.copy()
     rows["bought"] = pd.MultiIndex.from_frame(rows[["customer_id", "category"]]).isin(
         pd.MultiIndex.from_frame(new[["customer_id", "category"]])
@@ -268,6 +275,7 @@ def category_section(built: Built, new: pd.DataFrame, window: Window) -> dict:
         "ours": [ours],
         **cross_sell.baseline_rankings(rows),
         "same_as_last_period": [last_period.to_numpy(float), support],
+        **(more_rankers(rows) if more_rankers else {}),
     }
     buyer = rows.groupby("customer_id")["bought"].transform("any").to_numpy()
     customers = int(rows.loc[buyer, "customer_id"].nunique())

@@ -111,6 +111,13 @@ def _simulate_products(rng: np.random.Generator, req: GenerateRequest) -> Produc
     return simulate_products(rng)
 
 
+def simulated_catalogue(req: GenerateRequest) -> ProductTable:
+    """The catalogue `generate(req)` draws (from the first of its random streams), with each
+    product's share of the lines: for comparing a model with the process that made the data."""
+    n_chunks = -(-req.customers // CHUNK_CUSTOMERS)
+    return _simulate_products(_chunk_seeds(req.seed, n_chunks)[0], req)
+
+
 def generate(req: GenerateRequest) -> dict:
     """Write the landing files and return the manifest."""
     terms = load_terms(req.descriptors_dir or Settings.from_env().descriptors_dir)
