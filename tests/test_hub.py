@@ -40,7 +40,8 @@ def page(browser, server, request):
     page.set_default_timeout(15_000)
     problems: list[str] = []
     page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda e: problems.append(str(e)))
+    # with the script's stack, so that an error names the line that threw
+    page.on("pageerror", lambda e: problems.append(f"{e}\n{e.stack}"))
     page.base = server.url
     page.problems = problems
     yield page
@@ -170,6 +171,21 @@ def test_without_credentials_definitions_but_no_data(page):
     expect(page.locator("#panel .notice")).to_contain_text("Sign in")
     expect(page.locator("#panel figure.chart")).to_have_count(1)  # the backtest, no customer data
     assert loads == []
+
+
+def test_signing_in_before_the_catalogue_has_loaded_waits_for_it(page):
+    """A caller who signs in while the service is still answering the catalogue's request gets
+    the catalogue when it comes, not a script error (seen under a busy machine in CI)."""
+    held = []
+    page.route("**/v1/data-products", lambda route: held.append(route))  # answered when released
+    page.goto(page.base + "/")
+    sign_in(page, "rdp_demo_marketing_2026")
+    expect(page.locator("#who")).to_contain_text("Signed in as")
+    assert len(held) == 1 and page.locator(".card").count() == 0
+    held[0].continue_()
+    expect(page.locator(".card")).to_have_count(4)
+    page.goto(f"{page.base}/#/product/{CONSUMER}/model")
+    expect(page.locator("#tab-model")).to_have_attribute("aria-selected", "true")
 
 
 def test_the_hub_runs_under_its_content_security_policy(page):

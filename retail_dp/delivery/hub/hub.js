@@ -508,6 +508,8 @@ function access(p, panel) {
 // -- routing -----------------------------------------------------------------------------------
 
 function route() {
+  // a sign-in may come before the catalogue has loaded (a slow service): start() routes once it has
+  if (!state.products || !state.definitions) return;
   const path = location.hash.replace(/^#/, "").split("?")[0] || "/";
   const parts = path.split("/").filter(Boolean);
   if (parts[0] === "product") productPage(decodeURIComponent(parts[1] || ""), parts[2]);
