@@ -86,6 +86,31 @@ def test_clv_deciles_and_tiers_add_up_to_the_totals(report):
     # the platinum tenth of buyers holds far more than a tenth of the next period's spend
     assert clv["value_tiers"][0]["share_of_spend"] > 0.25
     assert 0.7 < ours["purchases_ratio"] < 1.3 and ours["spearman_spend"] > 0.4
+    # each ratio comes with how far the sample of buyers moves it
+    for name in ("purchases_ratio", "spend_ratio"):
+        low, high = ours[f"{name}_interval"]
+        assert low < ours[name] < high, name
+    markdown = backtest.markdown(report[0])
+    low, high = ours["spend_ratio_interval"]
+    assert f"{ours['spend_ratio']:,.3f} [{low:,.3f}, {high:,.3f}]" in markdown
+
+
+def test_a_ratio_interval_follows_the_sample_of_buyers():
+    rng = np.random.default_rng(5)
+    actual = rng.poisson(2.0, 400).astype(float)
+    predicted = actual * 1.1 + rng.normal(0, 0.5, 400)
+    ratio = predicted.sum() / actual.sum()
+    low, high = backtest.ratio_interval(predicted, actual)
+    assert low < ratio < high and high - low < 0.2
+    # the same inputs, the same interval (fixed draws); more buyers, a narrower one
+    assert backtest.ratio_interval(predicted, actual) == [low, high]
+    wide = backtest.ratio_interval(predicted[:40], actual[:40])
+    assert wide[1] - wide[0] > 2 * (high - low)
+    # a prediction that misses by far more than the sample explains stays outside it
+    assert backtest.ratio_interval(predicted * 1.5, actual)[0] > high
+    # nothing happened, or a single buyer: no interval
+    assert backtest.ratio_interval(predicted, np.zeros(400)) is None
+    assert backtest.ratio_interval(predicted[:1], actual[:1]) is None
 
 
 def test_the_scores_are_calibrated_on_a_held_out_snapshot_and_rank_as_before(report):

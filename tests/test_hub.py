@@ -220,6 +220,11 @@ def test_the_metrics_tab_shows_the_latest_backtest_report_never_a_stale_one(page
     rows = page.locator("#latest-backtest .latest-scores tbody tr")
     expect(rows).to_have_count(len(first["opportunity"]["scores"]))
     expect(page.locator("#latest-backtest .latest-clv")).to_contain_text("same_as_last_period")
+    ours = first["clv"]["predictors"]["ours"]
+    low, high = ours["spend_ratio_interval"]
+    expect(page.locator("#latest-backtest .latest-clv")).to_contain_text(
+        f"{ours['spend_ratio']:.3f} [{low:.3f}, {high:.3f}]"
+    )
     k = first["opportunity"]["calibration_fit"]["hazard_scale"]
     expect(page.locator("#latest-calibration-fit")).to_contain_text(f"k = {k:.4f}")
     expect(page.locator("#latest-backtest .latest-calibration tbody tr")).to_have_count(10)

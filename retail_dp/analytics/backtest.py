@@ -351,6 +351,39 @@ def purchase_model(parameters: dict) -> clv.BgNbd:
     )
 
 
+# The resampled sets of buyers behind each predicted/actual ratio's interval
+BOOTSTRAP_RESAMPLES = 1000
+# numbers drawn at once while resampling (memory: 8 bytes each)
+_RESAMPLE_BATCH = 4_000_000
+
+
+def ratio_interval(
+    predicted: np.ndarray, actual: np.ndarray, level: float = 0.95, seed: int = 0
+) -> list[float] | None:
+    """How far the ratio sum(predicted) / sum(actual) moves with the sample of buyers: the
+    percentile interval of the ratio over BOOTSTRAP_RESAMPLES resamples of the buyers (drawn
+    with replacement, as many as there are; the same draws for the same inputs). A ratio
+    outside a target band whose interval reaches into it may be the sample, not the model.
+    None when nothing happened (no actual total) or there is a single buyer."""
+    predicted, actual = np.asarray(predicted, float), np.asarray(actual, float)
+    n = len(actual)
+    if n < 2 or actual.sum() <= 0:
+        return None
+    rng = np.random.default_rng(seed)
+    batch = max(1, _RESAMPLE_BATCH // n)
+    ratios = []
+    for start in range(0, BOOTSTRAP_RESAMPLES, batch):
+        drawn = rng.integers(0, n, size=(min(batch, BOOTSTRAP_RESAMPLES - start), n))
+        ratios.append(predicted[drawn].sum(axis=1) / actual[drawn].sum(axis=1))
+    ratios = np.concatenate(ratios)
+    ratios = ratios[np.isfinite(ratios)]  # a resample without any actual purchase
+    if not ratios.size:
+        return None
+    tail = (1.0 - level) / 2.0 * 100.0
+    low, high = np.percentile(ratios, [tail, 100.0 - tail])
+    return [_round(low), _round(high)]
+
+
 def _totals(purchases, spend, actual_purchases, actual_spend) -> dict:
     def ratio(p, a):
         return _round(p.sum() / a.sum()) if a.sum() > 0 else None
@@ -359,9 +392,11 @@ def _totals(purchases, spend, actual_purchases, actual_spend) -> dict:
         "predicted_purchases": _round(purchases.sum()),
         "actual_purchases": _round(actual_purchases.sum()),
         "purchases_ratio": ratio(purchases, actual_purchases),
+        "purchases_ratio_interval": ratio_interval(purchases, actual_purchases),
         "predicted_spend": _round(spend.sum()),
         "actual_spend": _round(actual_spend.sum()),
         "spend_ratio": ratio(spend, actual_spend),
+        "spend_ratio_interval": ratio_interval(spend, actual_spend),
         "spearman_purchases": _round(spearmanr(purchases, actual_purchases).statistic)
         if len(purchases) > 1
         else None,
@@ -442,6 +477,12 @@ def write_report(report: dict, folder: Path) -> list[Path]:
             os.replace(partial, path)
             paths.append(path)
     return paths
+
+
+def _with_interval(ratio, interval) -> str:
+    if ratio is None or not interval:
+        return _cell(ratio)
+    return f"{_cell(ratio)} [{_cell(interval[0])}, {_cell(interval[1])}]"
 
 
 def _cell(value) -> str:
@@ -538,14 +579,16 @@ def markdown(report: dict) -> str:
             [
                 [
                     n,
-                    f["purchases_ratio"],
-                    f["spend_ratio"],
+                    _with_interval(f["purchases_ratio"], f.get("purchases_ratio_interval")),
+                    _with_interval(f["spend_ratio"], f.get("spend_ratio_interval")),
                     f["spearman_purchases"],
                     f["spearman_spend"],
                 ]
                 for n, f in value["predictors"].items()
             ],
         ),  # fmt: skip
+        "Pred/actual with the 95% interval over resampled buyers in brackets.",
+        "",
         "By decile of predicted spend (means per customer):",
         "",
         *_table(

@@ -331,9 +331,12 @@ class ClvTotals(BaseModel):
     predicted_purchases: float | None = None
     actual_purchases: float | None = None
     purchases_ratio: float | None = None
+    # the ratio's 95% interval over resampled buyers: [low, high]
+    purchases_ratio_interval: list[float] | None = None
     predicted_spend: float | None = None
     actual_spend: float | None = None
     spend_ratio: float | None = None
+    spend_ratio_interval: list[float] | None = None
     spearman_purchases: float | None = None
     spearman_spend: float | None = None
 

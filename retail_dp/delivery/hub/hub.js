@@ -405,6 +405,10 @@ function latestBacktest(section, latest) {
     return;
   }
   const f = (v) => num(v == null ? "not defined" : v.toFixed(3));
+  // a pred/actual ratio with its 95% interval over resampled buyers, when the report has one
+  const ratio = (v, interval) => interval
+    ? num(`${v.toFixed(3)} [${interval[0].toFixed(3)}, ${interval[1].toFixed(3)}]`)
+    : f(v);
   const o = r.opportunity, c = r.next_best_category, v = r.clv;
   section.append(
     h("dl", { class: "facts", id: "latest-backtest-facts" },
@@ -422,7 +426,8 @@ function latestBacktest(section, latest) {
       Object.entries(c.rankers).map(([name, x]) => [name, f(x.hit_at_1), f(x.hit_at_3)])),
     h("h3", {}, `CLV over ${r.horizon_days} days: ${v.customers} buyers, purchase model ${v.purchase_model}${v.spend_model ? `, spend model ${v.spend_model.chosen}` : ""}`),
     grid({ class: "latest-clv" }, ["Predictor", "Purchases pred/actual", "Spend pred/actual", "Spearman purchases", "Spearman spend"],
-      Object.entries(v.predictors).map(([name, x]) => [name, f(x.purchases_ratio), f(x.spend_ratio), f(x.spearman_purchases), f(x.spearman_spend)])),
+      Object.entries(v.predictors).map(([name, x]) => [name, ratio(x.purchases_ratio, x.purchases_ratio_interval), ratio(x.spend_ratio, x.spend_ratio_interval), f(x.spearman_purchases), f(x.spearman_spend)])),
+    h("p", { class: "muted" }, "Pred/actual with its 95% interval over resampled buyers in brackets."),
   );
 }
 
