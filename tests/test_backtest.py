@@ -111,6 +111,8 @@ def test_a_ratio_interval_follows_the_sample_of_buyers():
     # nothing happened, or a single buyer: no interval
     assert backtest.ratio_interval(predicted, np.zeros(400)) is None
     assert backtest.ratio_interval(predicted[:1], actual[:1]) is None
+    # an undefined prediction leaves the ratio undefined: no interval from the other resamples
+    assert backtest.ratio_interval(np.r_[predicted[:-1], np.nan], actual) is None
 
 
 def test_the_scores_are_calibrated_on_a_held_out_snapshot_and_rank_as_before(report):

@@ -364,10 +364,12 @@ def ratio_interval(
     percentile interval of the ratio over BOOTSTRAP_RESAMPLES resamples of the buyers (drawn
     with replacement, as many as there are; the same draws for the same inputs). A ratio
     outside a target band whose interval reaches into it may be the sample, not the model.
-    None when nothing happened (no actual total) or there is a single buyer."""
+    None when nothing happened (no actual total), there is a single buyer, or a figure is not
+    a number (the ratio itself is then undefined)."""
     predicted, actual = np.asarray(predicted, float), np.asarray(actual, float)
     n = len(actual)
-    if n < 2 or actual.sum() <= 0:
+    finite = np.isfinite(predicted).all() and np.isfinite(actual).all()
+    if n < 2 or not finite or actual.sum() <= 0:
         return None
     rng = np.random.default_rng(seed)
     batch = max(1, _RESAMPLE_BATCH // n)
