@@ -36,11 +36,15 @@ END_DATE = date(2026, 11, 25)
 
 
 def true_category_shares(req: GenerateRequest) -> dict[str, float]:
-    """Each category's chance of being the category of a line, as the generator draws lines."""
+    """Each category's chance of being the category of a line, as the generator draws lines:
+    from the catalogue `generate(req)` drew, checked against the product file it wrote."""
     products = simulated_catalogue(req)
     if products.popularity is None:
         raise SystemExit(f"profile {req.profile.name}: lines are not drawn by one popularity")
     categories = req.profile.categories
+    written = pd.read_csv(req.out / "product.csv")["product_category"].tolist()
+    if written != [categories[i] for i in products.category]:
+        raise SystemExit("the rebuilt catalogue is not the one generate wrote")
     shares = np.bincount(products.category, weights=products.popularity, minlength=len(categories))
     return dict(zip(categories, shares.tolist(), strict=True))
 
@@ -56,9 +60,6 @@ def measure(customers: int, seed: int, as_of: datetime, horizon: int, work: Path
     )
     generate(req)
     shares = true_category_shares(req)
-    products = pd.read_csv(data_dir / "product.csv")
-    if len(products) != len(simulated_catalogue(req).category):
-        raise SystemExit("the rebuilt catalogue is not the one generate wrote")
     warehouse = work / f"backtest_{customers}" / "retail_dp.duckdb"
     env = {**os.environ, "DAGSTER_HOME": str(work / "dagster_home")}
     (work / "dagster_home").mkdir(exist_ok=True)
@@ -98,7 +99,9 @@ def main() -> None:
     parser.add_argument("--as-of", type=datetime.fromisoformat, default=datetime(2026, 8, 27))
     parser.add_argument("--horizon", type=int, default=90)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(dir=ROOT / "data") as tmp:
+    scratch = ROOT / "data" / "bench"  # git ignores it
+    scratch.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=scratch) as tmp:
         for customers in args.customers:
             section = measure(customers, args.seed, args.as_of, args.horizon, Path(tmp))
             print(
