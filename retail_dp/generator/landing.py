@@ -132,7 +132,8 @@ def generate(req: GenerateRequest) -> dict:
     n_chunks = -(-req.customers // CHUNK_CUSTOMERS)
     rngs = _chunk_seeds(req.seed, n_chunks)
     kinds = defect_kinds(req.profile) + PURCHASE_DEFECTS
-    run = _Run(req, terms, _simulate_products(rngs[0], req), dict.fromkeys(kinds, 0))
+    # the catalogue from the first stream (rngs[0]), as simulated_catalogue draws it
+    run = _Run(req, terms, simulated_catalogue(req), dict.fromkeys(kinds, 0))
 
     spill = out / ".generate.tmp"
     shutil.rmtree(spill, ignore_errors=True)
