@@ -22,8 +22,11 @@ from retail_dp.descriptors import Catalog, LandingInput
 from retail_dp.generator.daily import daily_drops, end_of
 from retail_dp.runner import run_refresh
 from retail_dp.settings import PROJECT_ROOT, Settings
+from retail_dp.sources.audit import audit_judgement
 from retail_dp.sources.contracts import build_contracts
-from retail_dp.sources.ingest import load_source
+from retail_dp.sources.ingest import load_source, table
+from retail_dp.sources.landing import find_landing_files
+from retail_dp.sources.profile import profile_load, profile_table
 from retail_dp.transform.assets import dbt_executable
 
 from .conftest import AS_OF
@@ -42,6 +45,27 @@ def _load_all(con: duckdb.DuckDBPyConnection, data_dir: Path, as_of: str) -> dic
         name: load_source(con, schema, data_dir, _location(name), datetime.fromisoformat(as_of))
         for name, schema in CONTRACTS.items()
     }
+
+
+def _profile_all(con: duckdb.DuckDBPyConnection, loaded: dict) -> dict[str, bool]:
+    """Profile every source as its asset does; a reused profile must be the one a fresh
+    profile of the accepted table gives. Returns which were reused."""
+    reused = {}
+    for name, result in loaded.items():
+        key = CONTRACTS[name].metadata["key"]
+        profile, reused[name] = profile_load(
+            con,
+            name,
+            table(name),
+            result.columns,
+            key,
+            result.load_id,
+            result.previous_load_id,
+            unchanged=result.left_rows_unchanged,
+        )
+        if reused[name]:
+            assert profile == profile_table(con, table(name), result.columns, key), name
+    return reused
 
 
 def _drop(days: list[Path], landing: Path, day: date) -> None:
@@ -112,14 +136,23 @@ def test_source_increments_equal_a_full_load(shape, sample, marketplace, tmp_pat
     con = duckdb.connect(str(tmp_path / "increments.duckdb"))
     first = _load_all(con, inc, end_of(START - timedelta(days=1)))
     assert all(r.mode == "full" for r in first.values())
-    modes = []
+    assert not any(_profile_all(con, first).values())
+    modes, profiles_reused = [], 0
     for path in days:
         day = date.fromisoformat(path.stem)
         shutil.copy(path, inc / "purchase" / path.name)
-        if day == START + timedelta(days=4):
+        changing = day == START + timedelta(days=4)
+        if changing:
             _changes_along_the_way(inc, day)
         loaded = _load_all(con, inc, end_of(day))
         modes.append(loaded["purchase"].mode)
+        # a profile is reused exactly when the load left the accepted rows as they were
+        reused = _profile_all(con, loaded)
+        assert reused == {name: r.left_rows_unchanged for name, r in loaded.items()}
+        assert not reused["purchase"] or not loaded["purchase"].rows_loaded
+        if changing:
+            assert not reused["customer_info"]
+        profiles_reused += sum(reused.values())
         # an increment reads the new files only (and the one re-sent)
         resent = inc / "purchase" / f"{(day - timedelta(days=2)).isoformat()}.csv"
         expected = {str(inc / "purchase" / path.name)}
@@ -128,6 +161,7 @@ def test_source_increments_equal_a_full_load(shape, sample, marketplace, tmp_pat
         assert set(loaded["purchase"].files_loaded) == expected
         assert all(r.reconciles for r in loaded.values())
     assert set(modes) == {"increment"}
+    assert profiles_reused > 0
     as_of = end_of(date.fromisoformat(days[-1].stem))
 
     full = tmp_path / "full.duckdb"
@@ -152,6 +186,7 @@ def test_source_increments_equal_a_full_load(shape, sample, marketplace, tmp_pat
         ]
         for audit in audits:
             audit.pop("run_id")
+            audit.pop("load_id")
         assert audits[0] == audits[1], name
     # changes are kept until every source has loaded since and dbt has caught up past them
     kept = con.execute("SELECT min(load_id), count(*) FROM sources.changes").fetchall()[0]
@@ -436,3 +471,29 @@ def test_a_daily_drop_with_no_rows_loads_and_is_recorded(sample, tmp_path):
     assert con.execute(
         "SELECT rows_read FROM sources.landing_files WHERE path = ?", [str(quiet)]
     ).fetchall() == [(0,)]
+
+
+def test_counting_duplicates_among_added_keys_equals_counting_them_all(sample, tmp_path):
+    """An increment's landing audit counts duplicate keys among the keys it added only (the
+    accepted rows before it had none). Over rows where two added keys repeat and one key is
+    missing, that gives what a count over every row gives."""
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    _load_all(con, sample[0], AS_OF.isoformat())
+    schema = CONTRACTS["purchase"]
+    con.execute(
+        """CREATE TABLE state AS SELECT * EXCLUDE (_source_file, _source_row, _load_id),
+            NULL::VARCHAR AS _reason, NULL::VARCHAR AS _field, FALSE AS _ceiling_warned
+        FROM sources.purchase"""
+    )
+    con.execute("CREATE TABLE added AS SELECT * FROM state ORDER BY purchase_id LIMIT 3")
+    con.execute("INSERT INTO state SELECT * FROM added LIMIT 2")
+    con.execute("INSERT INTO state SELECT * REPLACE (NULL AS purchase_id) FROM added LIMIT 1")
+    files = find_landing_files(sample[0], _location("purchase"), "purchase")
+    audits = [
+        audit_judgement(
+            con, schema, files, 0, AS_OF, "purchase_ts", None, "state", duplicates_among=among
+        )
+        for among in (None, "SELECT purchase_id FROM added")
+    ]
+    assert audits[0].accepted_key_duplicates == 3
+    assert audits[1] == audits[0]

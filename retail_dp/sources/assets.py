@@ -9,7 +9,7 @@ from retail_dp.descriptors import Catalog, DataProduct, LandingInput, SloCategor
 from retail_dp.resources import Engine, LandingZone, ReferenceTime, RefreshMode, Warehouse
 from retail_dp.sources.contracts import build_contracts, upstream_sources
 from retail_dp.sources.ingest import LoadResult, load_source, table
-from retail_dp.sources.profile import profile_markdown, profile_table
+from retail_dp.sources.profile import profile_load, profile_markdown
 
 
 def _table_schema(contract: pa.DataFrameSchema, result: LoadResult) -> dg.TableSchema:
@@ -80,8 +80,15 @@ def build_source_asset(product: DataProduct, contract: pa.DataFrameSchema) -> dg
                     freshness_column=freshness,
                     full_refresh=refresh_mode.full_refresh,
                 )
-            profile = profile_table(
-                con, table(contract.name), result.columns, key=contract.metadata["key"]
+            profile, profile_reused = profile_load(
+                con,
+                contract.name,
+                table(contract.name),
+                result.columns,
+                contract.metadata["key"],
+                result.load_id,
+                result.previous_load_id,
+                unchanged=result.left_rows_unchanged,
             )
         if not result.reconciles:
             raise dg.Failure(
@@ -118,6 +125,7 @@ def build_source_asset(product: DataProduct, contract: pa.DataFrameSchema) -> dg
                 "dagster/row_count": result.rows_accepted,
                 "dagster/column_schema": _table_schema(contract, result),
                 "column_profile": dg.MetadataValue.json(profile),
+                "column_profile_reused": profile_reused,
                 "column_profile_table": dg.MetadataValue.md(profile_markdown(profile)),
             }
         )

@@ -56,6 +56,9 @@ class LandingAudit:
     # newest value of the freshness column among accepted rows, or the newest file's mtime
     newest: str | None = None
     newest_of: str = "landing file arrival"
+    # the load (sources.loads) whose accepted rows this audit describes; None for an audit
+    # of landing files that were not loaded
+    load_id: int | None = None
 
     @property
     def rows_judged(self) -> int:
@@ -96,9 +99,16 @@ def audit_judgement(
     freshness_column: str | None,
     run_id: str | None,
     relation: str = "_checked",
+    duplicates_among: str | None = None,
 ) -> LandingAudit:
     """Summarise the verdicts in `relation`: the temp table `_checked` that `ingest.judge`
-    left behind, or the view of everything loaded (`_state`) after a load."""
+    left behind, or the view of everything loaded (`_state`) after a load.
+
+    `duplicates_among`: a query of keys, the only ones that can repeat among the accepted rows
+    (an increment's added keys, when the accepted rows before it had no duplicate and no
+    missing key). The duplicates are then counted over those keys' rows, and every missing
+    key counts as one, as over all rows: at 1M customers the distinct count of 20.6M keys
+    took 2.0-2.6 s, and this 0.35 s."""
     key = schema.metadata["key"]
     required = [name for name, column in schema.columns.items() if not column.nullable]
     null_counts = ", ".join(f"count(*) FILTER (WHERE c.{ident(n)} IS NULL)" for n in required)
@@ -124,16 +134,23 @@ def audit_judgement(
     ceiling = ceiling_label(schema)
     if ceiling:
         warning_sql.append((ceiling, "count(*) FILTER (WHERE _ceiling_warned)"))
+    everywhere = duplicates_among is None
     accepted_sql = [
         "count(*)",
         f"count(*) FILTER (WHERE {ident(key)} IS NULL)",
-        f"count(*) - count(DISTINCT {ident(key)})",
+        f"count(*) - count(DISTINCT {ident(key)})" if everywhere else "0",
         f"max({ident(freshness_column)})::VARCHAR" if freshness_column else "NULL",
         *(sql for _, sql in warning_sql),
     ]
     accepted, key_nulls, key_dups, newest, *warned = con.execute(
         f"SELECT {', '.join(accepted_sql)} FROM {relation} WHERE _reason IS NULL"
     ).fetchall()[0]
+    if not everywhere:
+        among = con.execute(
+            f"SELECT count(*) - count(DISTINCT {ident(key)}) FROM {relation} "
+            f"WHERE _reason IS NULL AND {ident(key)} IN ({duplicates_among})"
+        ).fetchall()[0][0]
+        key_dups = among + key_nulls
     if not freshness_column:
         newest_ts = max(p.stat().st_mtime for p in files.all)
         newest = datetime.fromtimestamp(newest_ts, UTC).replace(tzinfo=None).isoformat(sep=" ")

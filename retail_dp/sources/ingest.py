@@ -23,7 +23,7 @@ import duckdb
 import pandera.pandas as pa
 
 from retail_dp.resources import transaction
-from retail_dp.sources.audit import LandingAudit, audit_judgement, save_audit
+from retail_dp.sources.audit import LandingAudit, audit_judgement, load_audit, save_audit
 from retail_dp.sources.contracts import country_spellings, upstream_sources
 from retail_dp.sources.landing import (
     AMBIGUOUS_TYPED_VALUE,
@@ -147,6 +147,15 @@ class LoadResult:
     keys_changed: int = 0
     # the CSV files read as text because a typed column's value was not in its strict form
     files_read_as_text: list[str] = field(default_factory=list)
+    # this load (sources.loads) and the source's load before it (0 for none)
+    load_id: int = 0
+    previous_load_id: int = 0
+
+    @property
+    def left_rows_unchanged(self) -> bool:
+        """An increment after which the accepted rows hold the same values as before it (an
+        update is a removed and an added key, so it counts as a change)."""
+        return self.mode == "increment" and self.keys_changed == 0 and self.previous_load_id > 0
 
     @property
     def reconciles(self) -> bool:
@@ -586,11 +595,21 @@ def _take_back(con: duckdb.DuckDBPyConnection, schema: pa.DataFrameSchema, plan:
     files, and those whose upstream row (a referenced customer or product) was removed or
     changed since this source's last load, which are judged again with the new rows."""
     accepted = table(schema.name)
+    references = schema.metadata.get("references", {})
     looked_up = [
         f"{ident(column)} IN (SELECT key FROM {CHANGES} WHERE source = {literal(src)} "
         f"AND change = 'removed' AND load_id > {int(plan.since_load)})"
-        for column, (src, _) in schema.metadata.get("references", {}).items()
+        for column, (src, _) in references.items()
     ]
+    removed_upstream = con.execute(
+        f"SELECT count(*) FROM {CHANGES} WHERE list_contains(?, source) "
+        f"AND change = 'removed' AND load_id > {int(plan.since_load)}",
+        [sorted({src for src, _ in references.values()})],
+    ).fetchall()[0][0]
+    if not plan.gone and not removed_upstream:
+        # nothing to take back: no scan of every accepted row (1.3 s at 20.6M lines)
+        con.execute(f"CREATE OR REPLACE TABLE {JUDGING}._taken AS FROM {accepted} LIMIT 0")
+        return
     condition = " OR ".join(["list_contains($gone, _source_file)", *looked_up])
     con.execute(
         f"CREATE OR REPLACE TABLE {JUDGING}._taken AS SELECT * FROM {accepted} WHERE {condition}",
@@ -672,7 +691,7 @@ def load_source(
             with transaction(con):
                 changed = _apply(con, schema, plan, as_of, run_id)
                 record_load(con, plan, schema, as_of, run_id, suppressed, per_file, changed)
-                audit = _audit_state(con, schema, files, as_of, freshness_column, run_id)
+                audit = _audit_state(con, schema, plan, files, as_of, freshness_column, run_id)
                 save_audit(con, audit)
         finally:
             drop_judgement(con)
@@ -775,9 +794,23 @@ def _apply(con, schema: pa.DataFrameSchema, plan: Plan, as_of: datetime, run_id)
     return changed
 
 
-def _audit_state(con, schema: pa.DataFrameSchema, files, as_of, freshness_column, run_id):
+def _audit_state(
+    con, schema: pa.DataFrameSchema, plan: Plan, files, as_of, freshness_column, run_id
+):
     """The landing audit of everything loaded now (accepted, quarantined and deferred), as a
-    full load of the same files would measure it."""
+    full load of the same files would measure it.
+
+    Loads are the only writers of the accepted table, so when the audit of this source's
+    previous load found no duplicate key, an increment can only have made its added keys
+    repeat: only those are counted."""
+    previous = None if plan.full else load_audit(con, schema.name)
+    clean_before = (
+        previous is not None
+        and previous.load_id == plan.since_load
+        and previous.accepted_key_duplicates == 0
+    )
+    key = ident(schema.metadata["key"])
+    added = f"SELECT {key} FROM _checked WHERE NOT _existing AND _reason IS NULL"
     columns = list(schema.columns)
     typed = {c: f"r.{ident(c)}" for c in columns}
     joins, _, warned = _cross_table_rules(schema, typed)
@@ -793,9 +826,18 @@ def _audit_state(con, schema: pa.DataFrameSchema, files, as_of, freshness_column
     )
     rows = con.execute("SELECT count(*) FROM _state").fetchall()[0][0]
     audit = audit_judgement(
-        con, schema, files, rows, as_of, freshness_column, run_id, relation="_state"
+        con,
+        schema,
+        files,
+        rows,
+        as_of,
+        freshness_column,
+        run_id,
+        relation="_state",
+        duplicates_among=added if clean_before else None,
     )
     audit.rows_suppressed = suppressed_rows(con, schema.name)
+    audit.load_id = plan.load_id
     return audit
 
 
@@ -823,4 +865,6 @@ def load_result(con, source, files, columns, schema, audit, plan, per_file, chan
         files_retracted=plan.gone,
         rows_loaded=sum(c[0] for c in per_file.values()),
         keys_changed=changed,
+        load_id=plan.load_id,
+        previous_load_id=plan.since_load,
     )

@@ -4,6 +4,8 @@ values and, for numbers, outliers by the IQR rule."""
 
 from __future__ import annotations
 
+import json
+
 import duckdb
 
 from retail_dp.sources.rules import ident
@@ -59,6 +61,52 @@ def profile_table(
             ]
         profile[name] = entry
     return profile
+
+
+# the last profile of each source, with the load whose accepted rows it describes
+PROFILES = "sources.column_profiles"
+PROFILES_DDL = f"""
+CREATE TABLE IF NOT EXISTS {PROFILES} (
+    source VARCHAR PRIMARY KEY,
+    load_id BIGINT NOT NULL,
+    profile JSON NOT NULL,
+    profiled_at TIMESTAMP NOT NULL
+)"""
+
+
+def profile_load(
+    con: duckdb.DuckDBPyConnection,
+    source: str,
+    table: str,
+    columns: dict[str, str],
+    key: str | None,
+    load_id: int,
+    previous_load_id: int = 0,
+    unchanged: bool = False,
+) -> tuple[dict[str, dict], bool]:
+    """The profile of `table` after load `load_id`, and whether it was reused: when the load
+    left the accepted rows `unchanged`, the profile stored by the load before it
+    (`previous_load_id`) still describes them, if it has the same columns. A source with no
+    new file is profiled in no time instead of 4.6 s (20.6M purchase lines). The profile is
+    stored as this load's."""
+    con.execute(PROFILES_DDL)
+    profile = None
+    if unchanged and previous_load_id:
+        stored = con.execute(
+            f"SELECT profile FROM {PROFILES} WHERE source = ? AND load_id = ?",
+            [source, previous_load_id],
+        ).fetchall()
+        profile = json.loads(stored[0][0]) if stored else None
+        if profile is not None and {c: p["type"] for c, p in profile.items()} != columns:
+            profile = None
+    reused = profile is not None
+    if profile is None:
+        profile = profile_table(con, table, columns, key)
+    con.execute(
+        f"INSERT OR REPLACE INTO {PROFILES} VALUES (?, ?, ?, now()::TIMESTAMP)",
+        [source, load_id, json.dumps(profile)],
+    )
+    return profile, reused
 
 
 def _outliers(con, table: str, name: str, q1: float | None, q3: float | None) -> dict:

@@ -218,6 +218,7 @@ def load_source(
             changed = mirror_load(con, schema, lake)
             record_load(con, plan, schema, as_of, run_id, suppressed, per_file, changed)
             audit.rows_suppressed = sum(dropped.values())
+            audit.load_id = plan.load_id
             save_audit(con, audit)
     finally:
         for view in ("_raw", "_verdicts", "_checked", "_countries"):
