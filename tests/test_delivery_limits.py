@@ -109,6 +109,7 @@ def quantile(values: list[float], q: float) -> float:
 # -- isolation ---------------------------------------------------------------------------------
 
 
+@pytest.mark.isolated
 def test_an_expensive_caller_does_not_slow_the_others(server):
     """The issue's heavy caller beside three normal ones, with the service's default limits:
     the normal callers' p50 stays within 2x of an idle server, and /health answers."""
